@@ -1,0 +1,67 @@
+"""Build (once) and locate the reference llama.cpp: the copy vendored in the PyPI sdist of
+llama-cpp-python==0.3.36, CPU, Release, in a cache outside the repository.
+
+    python bench/llamacpp.py            # build if needed, print the bin directory
+    python -c "from bench.llamacpp import tool; print(tool('llama-quantize'))"
+
+Cache: $GGQ_LLAMACPP_CACHE, else ~/.cache/ggq-llamacpp.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+SDIST = "llama-cpp-python==0.3.36"
+TOOLS = ("llama-quantize", "llama-perplexity", "llama-simple", "llama-bench", "llama-cli",
+         "llama-imatrix", "llama-tokenize", "llama-gguf-split")
+CACHE = Path(os.environ.get("GGQ_LLAMACPP_CACHE", Path.home() / ".cache" / "ggq-llamacpp"))
+
+
+def source_dir() -> Path:
+    """vendor/llama.cpp of the sdist, downloaded and unpacked once."""
+    src = CACHE / "src"
+    marker = src / "vendor" / "llama.cpp" / "CMakeLists.txt"
+    if marker.is_file():
+        return marker.parent
+    dl = CACHE / "dl"
+    dl.mkdir(parents=True, exist_ok=True)
+    if not list(dl.glob("llama_cpp_python-*.tar.gz")):
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+                        "-d", str(dl), SDIST], check=True)
+    archive = next(dl.glob("llama_cpp_python-*.tar.gz"))
+    with tarfile.open(archive) as tar:
+        top = tar.getnames()[0].split("/")[0]
+        tar.extractall(CACHE, filter="data")
+    (CACHE / top).rename(src)
+    return marker.parent
+
+
+def build(jobs: int | None = None) -> Path:
+    """Configure and build the tools; reuse an existing build."""
+    bin_dir = CACHE / "build" / "bin"
+    if all((bin_dir / t).is_file() for t in TOOLS):
+        return bin_dir
+    src = source_dir()
+    build_dir = CACHE / "build"
+    subprocess.run(["cmake", "-S", str(src), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release",
+                    "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF", "-DGGML_CUDA=OFF", "-DGGML_METAL=OFF",
+                    "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DBUILD_SHARED_LIBS=OFF"],
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["cmake", "--build", str(build_dir), "--config", "Release", "-j", str(jobs or os.cpu_count()),
+                    "--target", *TOOLS], check=True)
+    return bin_dir
+
+
+def tool(name: str) -> Path:
+    return build() / name
+
+
+def convert_script() -> Path:
+    return source_dir() / "convert_hf_to_gguf.py"
+
+
+if __name__ == "__main__":
+    print(build())

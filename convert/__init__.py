@@ -1,0 +1,1 @@
+"""ggq.convert: Hugging Face checkpoint -> GGUF in one step."""

@@ -1,0 +1,3 @@
+from ggq.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""ggq.runtime: the Numba CPU runtime for GGUF models."""
