@@ -15,7 +15,9 @@ import tarfile
 from pathlib import Path
 
 SDIST = "llama-cpp-python==0.3.36"
-TOOLS = ("llama-quantize", "llama-perplexity", "llama-simple", "llama-bench", "llama-cli",
+# llama-cli needs the server library in this llama.cpp (LLAMA_BUILD_SERVER=OFF here), so the plain
+# text-completion tool is llama-completion.
+TOOLS = ("llama-quantize", "llama-perplexity", "llama-simple", "llama-bench", "llama-completion",
          "llama-imatrix", "llama-tokenize", "llama-gguf-split")
 CACHE = Path(os.environ.get("GGQ_LLAMACPP_CACHE", Path.home() / ".cache" / "ggq-llamacpp"))
 
