@@ -21,7 +21,7 @@ QK = 32
 FLT_MAX = np.float32(3.4028234663852886e38)
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def c_float_to_int(v):
     """(int)v as x86 cvttss2si: truncation, NaN and out-of-range give INT_MIN."""
     if not (abs(v) < F32(2147483648.0)):
@@ -29,20 +29,20 @@ def c_float_to_int(v):
     return np.int64(v)
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def c_float_to_int8(v):
     low = c_float_to_int(v) & 0xFF
     return low - 256 if low >= 128 else low
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def c_roundf(v):
     """C roundf: half away from zero (exact: |v| + 0.5 is exact in float64 for any float32 v)."""
     r = np.floor(np.float64(abs(v)) + 0.5)
     return F32(-r if v < 0 else r)
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def row_sigma2(x, r):
     """sum(x^2)/n over the row, accumulated in float32 in order as ggml does."""
     sum_x2 = F32(0.0)
@@ -51,21 +51,21 @@ def row_sigma2(x, r):
     return sum_x2 / F32(x.shape[1])
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def block_weights(x, r, j0, importance, sigma2, weight):
     for j in range(QK):
         v = x[r, j0 + j]
         weight[j] = importance[j0 + j] * np.sqrt(sigma2 + v * v)
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def put_nibbles(out, r, at, L):
     """qs[j] = L[j] | L[j+16] << 4, low nibble first, as every 4/5-bit legacy block stores them."""
     for j in range(QK // 2):
         out[r, at + j] = np.uint8((L[j] & 0xF) | ((L[j + 16] & 0xF) << 4))
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def put_qh(out, r, at, L):
     """Fifth bits of the 32 levels as one little-endian uint32, bit j for value j."""
     qh = 0
@@ -75,7 +75,7 @@ def put_qh(out, r, at, L):
         out[r, at + k] = np.uint8((qh >> (8 * k)) & 0xFF)
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def get_level(blocks, r, at_qs, at_qh, j):
     """Level j of a block: its nibble, plus the fifth bit from qh when at_qh >= 0."""
     q = (blocks[r, at_qs + (j & 15)] >> (4 * (j >> 4))) & 0xF
@@ -84,7 +84,7 @@ def get_level(blocks, r, at_qs, at_qh, j):
     return np.int32(q)
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def symmetric_levels_ref(x, r, j0, nlevels, L):
     """quantize_row_q{4,5}_0_ref for one block: levels of x * (-nlevels/2 / max) + nlevels/2;
     returns the float d (id comes from the float d, not the fp16-rounded one)."""
@@ -103,7 +103,7 @@ def symmetric_levels_ref(x, r, j0, nlevels, L):
     return d
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def affine_levels_ref(x, r, j0, nlevels, clamp, L):
     """quantize_row_q{4,5}_1_ref for one block; returns (d, min). Q5_1's ref does not clamp."""
     vmin = FLT_MAX
@@ -122,7 +122,7 @@ def affine_levels_ref(x, r, j0, nlevels, clamp, L):
     return d, vmin
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def quantize_symmetric(x, importance, out, nlevels, type_size, at_qh, at_qs):
     """Q4_0 (nlevels 16) and Q5_0 (32): d, [qh], qs."""
     for r in prange(x.shape[0]):
@@ -143,7 +143,7 @@ def quantize_symmetric(x, importance, out, nlevels, type_size, at_qh, at_qs):
             put_nibbles(out, r, at + at_qs, L)
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def quantize_affine(x, importance, out, nlevels, type_size, at_qh, at_qs):
     """Q4_1 (nlevels 16) and Q5_1 (32): d, m, [qh], qs."""
     for r in prange(x.shape[0]):
@@ -168,27 +168,27 @@ def quantize_affine(x, importance, out, nlevels, type_size, at_qh, at_qs):
             put_nibbles(out, r, at + at_qs, L)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def quantize_q4_0(x, importance, out):
     quantize_symmetric(x, importance, out, 16, 18, -1, 2)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def quantize_q5_0(x, importance, out):
     quantize_symmetric(x, importance, out, 32, 22, 2, 6)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def quantize_q4_1(x, importance, out):
     quantize_affine(x, importance, out, 16, 20, -1, 4)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def quantize_q5_1(x, importance, out):
     quantize_affine(x, importance, out, 32, 24, 4, 8)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def quantize_q8_0(x, importance, out):
     """quantize_row_q8_0_ref: d = amax / 127, q = roundf(x / d); importance is ignored, as in ggml."""
     for r in prange(x.shape[0]):
@@ -206,7 +206,7 @@ def quantize_q8_0(x, importance, out):
                 out[r, at + 2 + j] = np.uint8(c_float_to_int(c_roundf(x[r, j0 + j] * id)) & 0xFF)
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def dequantize_blocks(blocks, out, type_size, offset, has_min, at_qh, at_qs):
     """value = d * (level - offset) [+ m]: the float order of ggml's dequantize_row_*."""
     for r in prange(blocks.shape[0]):
@@ -219,27 +219,27 @@ def dequantize_blocks(blocks, out, type_size, offset, has_min, at_qh, at_qs):
                 out[r, ib * QK + j] = d * q + m if has_min else d * q
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def dequantize_q4_0(blocks, out):
     dequantize_blocks(blocks, out, 18, 8, False, -1, 2)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def dequantize_q4_1(blocks, out):
     dequantize_blocks(blocks, out, 20, 0, True, -1, 4)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def dequantize_q5_0(blocks, out):
     dequantize_blocks(blocks, out, 22, 16, False, 2, 6)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def dequantize_q5_1(blocks, out):
     dequantize_blocks(blocks, out, 24, 0, True, 4, 8)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def dequantize_q8_0(blocks, out):
     for r in prange(blocks.shape[0]):
         for ib in range(out.shape[1] // QK):

@@ -17,14 +17,14 @@ F32 = np.float32
 GROUP_MAX_EPS = np.float32(1e-15)
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def nearest_int(fval):
     """Round to nearest even via the 1.5*2^23 magic number, as ggml's nearest_int (|fval| < 2^22)."""
     bits = f32_as_u32(np.float32(fval) + np.float32(12582912.0))
     return np.int32(bits & np.uint32(0x007FFFFF)) - np.int32(0x00400000)
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def rmse_weight(x, rmse_type, qw, i):
     """The weight of x[i] in make_qx_quants' error: qw[i] if given, else by rmse_type."""
     if qw.size > 0:
@@ -38,7 +38,7 @@ def rmse_weight(x, rmse_type, qw, i):
     return np.sqrt(abs(x[i]))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def make_qx_quants(n, nmax, x, L, rmse_type, qw):
     """Symmetric scale for x[:n] with levels L in [0, 2*nmax) (ggml's make_qx_quants); returns the scale."""
     vmax = F32(0.0)
@@ -92,12 +92,12 @@ def make_qx_quants(n, nmax, x, L, rmse_type, qw):
     return scale
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def _weight_or_x2(x, weights, i):
     return weights[i] if weights.size > 0 else x[i] * x[i]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def make_qkx3_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad):
     """Asymmetric scale and min for x[:n], levels L in [0, nmax] (ggml's make_qkx3_quants).
 
