@@ -14,7 +14,7 @@ import numpy as np
 from numba import njit, prange
 
 from ggq.quants.floats import fp16_bits_to_fp32, fp32_to_fp16_bits, get_u16, put_u16
-from ggq.quants.legacy_search import make_qkx3_quants, make_qx_quants
+from ggq.quants.ksearch import make_qkx_quants, make_qx_quants
 
 F32 = np.float32
 QK = 32
@@ -156,8 +156,8 @@ def quantize_affine(x, importance, out, nlevels, type_size, at_qh, at_qs):
             at = ib * type_size
             if importance.size > 0:
                 block_weights(x, r, j0, importance, sigma2, weight)
-                d, the_min = make_qkx3_quants(QK, nlevels - 1, x[r, j0:j0 + QK], weight, L, Laux,
-                                              F32(-0.9), F32(0.05), 36, False)
+                d, the_min = make_qkx_quants(QK, nlevels - 1, x[r, j0:j0 + QK], weight, L, Laux,
+                                             F32(-0.9), F32(0.05), 36, False, True)  # make_qkx3_quants
                 m = -the_min
             else:
                 d, m = affine_levels_ref(x, r, j0, nlevels, nlevels == 16, L)
