@@ -1,0 +1,52 @@
+"""Matrix-vector kernels for the float formats F32, F16, BF16 (weights viewed as float32 / uint16 rows).
+
+Tiles for prefill need no kernel here: numpy widens F16 (`view(float16).astype`) and BF16 (shift into
+the top half of a uint32) faster than a loop would.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ggq.quants.floats import bf16_bits_to_fp32, fp16_bits_to_fp32
+
+F0 = np.float32(0.0)
+
+
+@njit(parallel=True, cache=True)
+def matvec_f32(w, x, out):
+    for r in prange(w.shape[0]):
+        acc = F0
+        for i in range(w.shape[1]):
+            acc += w[r, i] * x[i]
+        out[r] = acc
+
+
+@njit(parallel=True, cache=True)
+def matvec_f16(w, x, out):
+    for r in prange(w.shape[0]):
+        acc = F0
+        for i in range(w.shape[1]):
+            acc += fp16_bits_to_fp32(w[r, i]) * x[i]
+        out[r] = acc
+
+
+@njit(parallel=True, cache=True)
+def matvec_bf16(w, x, out):
+    for r in prange(w.shape[0]):
+        acc = F0
+        for i in range(w.shape[1]):
+            acc += bf16_bits_to_fp32(w[r, i]) * x[i]
+        out[r] = acc
+
+
+def decode_rows_f16(w: np.ndarray, r0: int, out: np.ndarray) -> None:
+    out[...] = w[r0:r0 + out.shape[0]].view(np.float16)
+
+
+def decode_rows_bf16(w: np.ndarray, r0: int, out: np.ndarray) -> None:
+    out.view(np.uint32)[...] = w[r0:r0 + out.shape[0]].astype(np.uint32) << 16
+
+
+def decode_rows_f32(w: np.ndarray, r0: int, out: np.ndarray) -> None:
+    out[...] = w[r0:r0 + out.shape[0]]

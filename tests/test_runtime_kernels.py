@@ -1,0 +1,68 @@
+"""Matvec and tile-decode kernels of the runtime, for every weight type.
+
+Oracle: the `gguf` package's numpy dequantizer (gguf.quants.dequantize, independent of ggq), then a
+float64 matrix-vector product.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType
+from gguf.quants import dequantize as gguf_dequantize
+
+from ggq.qtypes import QTYPES
+from ggq.runtime.kernels import WEIGHT_KERNELS, weight_kernels
+
+ROWS, N = 7, 512
+F16_FIELDS = {"d", "m", "dmin"}
+
+
+def random_blocks(type_name: str, rng: np.random.Generator) -> np.ndarray:
+    """Random bytes for every field, except that f16 scales hold small finite values."""
+    t = QTYPES[type_name]
+    if not t.is_quantized:
+        values = rng.standard_normal((ROWS, N)).astype(np.float32)
+        if type_name == "F16":
+            return values.astype(np.float16).view(np.uint8)
+        if type_name == "BF16":
+            return (values.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)
+        return values.view(np.uint8)
+    nb = N // t.block_size
+    blocks = rng.integers(0, 256, (ROWS, nb, t.type_size), dtype=np.uint8)
+    offset = 0
+    for name, size in t.fields:
+        if name in F16_FIELDS:
+            scales = (rng.uniform(-1, 1, (ROWS, nb)) * 0.05).astype(np.float16)
+            blocks[:, :, offset:offset + 2] = scales.view(np.uint8).reshape(ROWS, nb, 2)
+        offset += size
+    return blocks.reshape(ROWS, nb * t.type_size)
+
+
+def oracle_dequantize(blocks: np.ndarray, type_name: str) -> np.ndarray:
+    return np.asarray(gguf_dequantize(blocks, GGMLQuantizationType[type_name]), dtype=np.float64)
+
+
+@pytest.mark.parametrize("type_name", list(WEIGHT_KERNELS))
+def test_matvec_matches_dequantize_then_dot(type_name):
+    rng = np.random.default_rng(sum(map(ord, type_name)))
+    blocks = random_blocks(type_name, rng)
+    x = rng.standard_normal(N).astype(np.float32)
+    matvec, _, view = weight_kernels(type_name)
+    out = np.empty(ROWS, dtype=np.float32)
+    matvec(blocks.view(view), x, out)
+    dense = oracle_dequantize(blocks, type_name)
+    expected = dense @ x.astype(np.float64)
+    # float32 accumulation over N terms: error relative to the size of the terms, not of the sum
+    scale = np.abs(dense) @ np.abs(x.astype(np.float64))
+    assert np.all(np.abs(out - expected) <= 1e-5 * scale + 1e-6), type_name
+
+
+@pytest.mark.parametrize("type_name", list(WEIGHT_KERNELS))
+def test_decode_rows_matches_dequantize(type_name):
+    rng = np.random.default_rng(1 + sum(map(ord, type_name)))
+    blocks = random_blocks(type_name, rng)
+    _, decode_rows, view = weight_kernels(type_name)
+    out = np.empty((3, N), dtype=np.float32)
+    decode_rows(blocks.view(view), 2, out)
+    expected = oracle_dequantize(blocks, type_name)[2:5]
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-7)
