@@ -26,6 +26,8 @@ DEFAULT_ALIGNMENT = 32
 MAX_ALIGNMENT = 1 << 16  # llama.cpp uses 32; anything this large is corruption, not a choice
 MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_ARRAY_NESTING = 8  # arrays of arrays deeper than this are corruption (and would exhaust the stack)
+MAX_LIST_LENGTH = 1 << 24  # string/array elements become Python objects (~60 bytes each): cap the blow-up
+MAX_COUNT = 1 << 20  # of metadata keys and of tensors; real models have tens and thousands
 _INT64_MAX = (1 << 63) - 1
 
 # Fixed-size value types: struct format and numpy dtype (little endian).
@@ -136,6 +138,8 @@ def _read_array(cur: _Cursor, what: str, depth: int) -> tuple[Any, GGUFValueType
         arr = np.frombuffer(cur.take(count * dtype.itemsize, what), dtype=dtype)
         arr = arr != 0 if etype == GGUFValueType.BOOL else arr.astype(dtype.newbyteorder("="))
         return arr, etype
+    if count > MAX_LIST_LENGTH:
+        raise cur.fail(f"{what} array length {count} is over the limit of {MAX_LIST_LENGTH}")
     return [_read_value(cur, etype, f"{what}[{i}]", depth + 1)[0] for i in range(count)], etype
 
 
@@ -157,6 +161,9 @@ def _read_header(cur: _Cursor) -> tuple[int, int, int]:
         raise cur.fail(f"metadata count {n_kv} runs past end of file")
     if n_tensors * _MIN_TENSOR_INFO_SIZE > cur.left:
         raise cur.fail(f"tensor count {n_tensors} runs past end of file")
+    for count, what in ((n_kv, "metadata count"), (n_tensors, "tensor count")):
+        if count > MAX_COUNT:
+            raise cur.fail(f"{what} {count} is over the limit of {MAX_COUNT}")
     return version, n_tensors, n_kv
 
 
