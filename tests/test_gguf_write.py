@@ -200,3 +200,14 @@ def test_invalid_input_is_rejected_before_writing(tmp_path, metadata, specs, mes
 def test_missing_directory_is_a_ggq_error(tmp_path):
     with pytest.raises(GGQError, match="cannot write"):
         write_gguf(tmp_path / "no" / "x.gguf", {}, [], [])
+
+
+def test_copy_of_llamacpp_file_is_byte_identical(q4_1_gguf, tmp_path):
+    """ORACLE llama.cpp: its Q4_1 file, read by ggq and written back with the same types, is the same file."""
+    from ggq.gguf_read import open_gguf
+    out = tmp_path / "copy.gguf"
+    with open_gguf(q4_1_gguf) as f:
+        metadata = {k: Typed(f.metadata_types[k][0], v, f.metadata_types[k][1]) for k, v in f.metadata.items()}
+        specs = [TensorSpec(t.name, t.shape, t.qtype) for t in f.tensors.values()]
+        write_gguf(out, metadata, specs, (f.raw(name) for name in f.tensors))
+    assert np.array_equal(np.memmap(out, dtype=np.uint8, mode="r"), np.memmap(q4_1_gguf, dtype=np.uint8, mode="r"))
