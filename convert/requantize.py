@@ -6,6 +6,7 @@ conversion: dequantized (a no-op widening for F32/F16/BF16) one at a time and qu
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ggq.convert.pipeline import (QUANTIZATION_VERSION, ConvertResult, SourceTensor, TypeOptions,
@@ -26,9 +27,18 @@ def _copied_metadata(g, ftype: str) -> dict:
             continue
         vtype, elem = g.metadata_types[key]
         md[key] = Typed(vtype, value, elem)
-    md["general.file_type"] = Typed(GGUFValueType.UINT32, file_type_id(ftype))
+    # llama-quantize re-sets these two last, which moves them to the end
+    md.pop("general.quantization_version", None)
+    md.pop("general.file_type", None)
     md["general.quantization_version"] = Typed(GGUFValueType.UINT32, QUANTIZATION_VERSION)
+    md["general.file_type"] = Typed(GGUFValueType.UINT32, file_type_id(ftype))
     return md
+
+
+def _quantize_order(name: str) -> tuple[int, bytes]:
+    """llama-quantize writes tensors sorted by (layer number, or -1 outside blocks; then name)."""
+    m = re.match(r"blk\.(\d+)\.", name)
+    return (int(m.group(1)) if m else -1, name.encode())
 
 
 def _hparam(g, key: str, default: int | None = None) -> int:
@@ -44,7 +54,8 @@ def _hparam(g, key: str, default: int | None = None) -> int:
 def _sources(g, allow_requantize: bool) -> list[SourceTensor]:
     from ggq.quants import dequantize
     sources = []
-    for name, info in g.tensors.items():
+    for name in sorted(g.tensors, key=_quantize_order):
+        info = g.tensors[name]
         if info.qtype.name not in FLOAT_TYPES and not allow_requantize:
             raise GGQError(f"tensor '{name}' is already quantized ({info.qtype.name}); requantizing loses "
                            "quality — pass --allow-requantize to do it anyway", g.path)
