@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ggq.quants.floats import f32_as_u32
+from ggq.quants.floats import f32_as_u32, fp16_bits_to_fp32, fp32_to_fp16_bits
 
 f32 = np.float32
 GROUP_MAX_EPS = np.float32(1e-15)
@@ -323,3 +323,17 @@ def get_scale_min_k4(j, q):
     d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4)
     m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4)
     return np.int64(d), np.int64(m)
+
+
+@njit(inline="always", cache=True)
+def put_fp16(blk, offset, value):
+    """Store value as little-endian fp16 (ggml's GGML_FP32_TO_FP16 rounding) at blk[offset]."""
+    h = fp32_to_fp16_bits(f32(value))
+    blk[offset] = h & 0xFF
+    blk[offset + 1] = h >> 8
+
+
+@njit(inline="always", cache=True)
+def get_fp16(blk, offset):
+    """Read a little-endian fp16 at blk[offset] as float32."""
+    return fp16_bits_to_fp32(np.uint16(blk[offset]) | (np.uint16(blk[offset + 1]) << np.uint16(8)))

@@ -8,24 +8,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ggq.quants.floats import fp16_bits_to_fp32, fp32_to_fp16_bits
-from ggq.quants.ksearch import clamp, f32, make_qkx_quants, make_qp_quants, nearest_int
+from ggq.quants.ksearch import clamp, f32, get_fp16, make_qkx_quants, make_qp_quants, nearest_int, put_fp16
 
 QK_K = 256
 BLOCK_BYTES = 84
 _SCALES, _QS, _D, _DMIN = 0, 16, 80, 82
-
-
-@njit(inline="always", cache=True)
-def put_fp16(blk, offset, value):
-    h = fp32_to_fp16_bits(f32(value))
-    blk[offset] = h & 0xFF
-    blk[offset + 1] = h >> 8
-
-
-@njit(inline="always", cache=True)
-def get_fp16(blk, offset):
-    return fp16_bits_to_fp32(np.uint16(blk[offset]) | (np.uint16(blk[offset + 1]) << np.uint16(8)))
 
 
 @njit(inline="always", cache=True)
