@@ -35,6 +35,7 @@ GEMMA3 = ArchSpec(
     norm_shift=1.0,
     trim_embedding_to_vocab=True,
     config_defaults={"max_position_embeddings": 131072, "num_attention_heads": 8, "rms_norm_eps": 1e-6,
-                     "head_dim": 256, "num_key_value_heads": 4, "rope_theta": 1_000_000.0},
+                     "head_dim": 256, "num_key_value_heads": 4, "rope_theta": 1_000_000.0,
+                     "tie_word_embeddings": True},  # Gemma3TextConfig's default
     extra_metadata=gemma3_metadata,
 )
