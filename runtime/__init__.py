@@ -1,1 +1,25 @@
-"""ggq.runtime: the Numba CPU runtime for GGUF models."""
+"""ggq.runtime: the Numba CPU runtime for GGUF models.
+
+Numba's compiled-kernel cache goes to $NUMBA_CACHE_DIR, else ~/.cache/ggq/numba (set here, before any
+kernel module is imported, because Numba fixes a function's cache location when it is decorated).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _configure_numba_cache() -> None:
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return
+    path = os.path.join(os.path.expanduser("~"), ".cache", "ggq", "numba")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return  # read-only home: Numba falls back to __pycache__ or compiles each run
+    os.environ["NUMBA_CACHE_DIR"] = path
+    if "numba" in sys.modules:  # imported already (e.g. by ggq.quants): tell its live config too
+        sys.modules["numba"].config.CACHE_DIR = path
+
+
+_configure_numba_cache()

@@ -1,0 +1,163 @@
+"""The transformer forward pass over a KV cache: `Transformer.forward(tokens, pos) -> logits`.
+
+Everything is allocated once when the model is opened (work buffers for `n_batch` tokens, the float32
+KV cache for `ctx_size` positions), so decoding one token allocates no arrays. A prompt longer than
+n_batch is run n_batch tokens at a time.
+
+One layer, in the order of the math (llama; the other architectures switch pieces on via params.ARCHS):
+    h = rmsnorm(x) ; q, k, v = h Wq, h Wk, h Wv (+ biases) ; q, k = rmsnorm per head (qk_norm)
+    q, k = rope(q, k) ; attn = softmax(q k^T * scale + causal/sliding mask) v ; h = attn Wo
+    x = x + post_norm(h)
+    h = rmsnorm(x) ; h = act(h Wgate) * (h Wup) ; x = x + post_norm(h Wdown)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ggq.errors import GGQError
+from ggq.gguf_read import GGUFFile
+from ggq.runtime.kernels.nn import attention, gelu_tanh_mul, rmsnorm, rope, silu_mul, softcap
+from ggq.runtime.params import ModelParams, read_params
+from ggq.runtime.weights import Layer, embed, linear, load_weights
+
+ACTIVATIONS = {"silu": silu_mul, "gelu_tanh": gelu_tanh_mul}
+DEFAULT_BATCH = 256
+
+
+class Workspace:
+    """Work buffers for up to `n` tokens at once, made once."""
+
+    def __init__(self, p: ModelParams, n: int, ctx: int):
+        f32 = np.float32
+        self.x = np.empty((n, p.n_embd), f32)
+        self.h = np.empty((n, p.n_embd), f32)
+        self.q = np.empty((n, p.n_head * p.head_dim), f32)
+        self.k = np.empty((n, p.n_head_kv * p.head_dim), f32)
+        self.v = np.empty((n, p.n_head_kv * p.head_dim), f32)
+        self.att = np.empty((n, p.n_head * p.head_dim), f32)
+        self.gate = np.empty((n, p.n_ff), f32)
+        self.up = np.empty((n, p.n_ff), f32)
+        self.arange = np.arange(n, dtype=np.int64)
+        self.positions = np.empty(n, np.int64)
+        self.scores = np.empty((p.n_head, ctx), f32)
+        self.logits = np.empty((1, p.n_vocab), f32)
+
+
+class Transformer:
+    """A model opened for inference: hyperparameters, weight views, KV cache and work buffers."""
+
+    def __init__(self, gguf: GGUFFile, ctx_size: int | None = None, n_batch: int = DEFAULT_BATCH):
+        self.gguf = gguf
+        self.params = p = read_params(gguf.metadata, gguf.tensors)
+        self.weights = load_weights(gguf, p)
+        self.ctx_size = int(ctx_size or min(p.n_ctx_train, 4096))
+        if self.ctx_size <= 0:
+            raise GGQError(f"context size must be positive, got {self.ctx_size}")
+        self.n_batch = n_batch
+        shape = (p.n_layer, p.n_head_kv, self.ctx_size, p.head_dim)
+        self.k_cache = np.zeros(shape, np.float32)  # zeros: pages are only touched when written
+        self.v_cache = np.zeros(shape, np.float32)
+        self.ws = Workspace(p, n_batch, self.ctx_size)
+        self.activation = ACTIVATIONS[p.spec.activation]
+        self._rope_tables()
+
+    def _rope_tables(self) -> None:
+        """Per layer: inverse frequencies, position multiplier and attention window."""
+        p, w = self.params, self.weights
+        exponents = np.arange(0, p.rope_dims, 2, dtype=np.float64) / p.rope_dims
+        factors = 1.0 if w.rope_freqs is None else w.rope_freqs.astype(np.float64)  # llama3 scaling
+        global_freq = p.rope_base ** -exponents / factors
+        local_freq = p.rope_base_swa ** -exponents
+        self.inv_freq = [local_freq if p.is_swa(i) else global_freq for i in range(p.n_layer)]
+        self.pos_scale = [1.0 if p.is_swa(i) else p.rope_scale for i in range(p.n_layer)]
+        self.window = [p.swa_window if p.is_swa(i) else 0 for i in range(p.n_layer)]
+
+    def forward(self, tokens, pos: int, all_logits: bool = False) -> np.ndarray:
+        """Run tokens at positions pos, pos+1, ... (the cache must hold positions < pos already).
+
+        Returns logits [n_tokens, n_vocab] if all_logits, else [1, n_vocab] for the last token (a view of
+        a buffer that the next call overwrites).
+        """
+        ids = np.asarray(tokens, dtype=np.int64).reshape(-1)
+        n = ids.shape[0]
+        if n == 0 or pos < 0 or pos + n > self.ctx_size:
+            raise GGQError(f"{n} tokens at position {pos} do not fit the context of {self.ctx_size}")
+        logits = np.empty((n, self.params.n_vocab), np.float32) if all_logits else self.ws.logits
+        for start in range(0, n, self.n_batch):
+            chunk = ids[start:start + self.n_batch]
+            last = start + len(chunk) == n
+            out = logits[start:start + len(chunk)] if all_logits else (logits if last else None)
+            self._batch(chunk, pos + start, out)
+        return logits
+
+    def _batch(self, ids: np.ndarray, pos: int, logits: np.ndarray | None) -> None:
+        p, w, ws = self.params, self.weights, self.ws
+        n = ids.shape[0]
+        x, h = ws.x[:n], ws.h[:n]
+        embed(w.token_embd, ids, x)
+        if p.embed_scale != 1.0:
+            x *= np.float32(p.embed_scale)
+        np.add(ws.arange[:n], pos, out=ws.positions[:n])
+        for i, layer in enumerate(w.layers):
+            self._attention(i, layer, x, h, pos)
+            self._feed_forward(layer, x, h)
+        if logits is None:
+            return
+        rows = x if logits.shape[0] == n else x[n - 1:]
+        normed = h[:rows.shape[0]]
+        rmsnorm(rows, w.output_norm, p.rms_eps, normed)
+        linear(w.output, normed, logits, w.tile)
+        if p.final_softcap:
+            softcap(logits, p.final_softcap)
+
+    def _attention(self, i: int, layer: Layer, x: np.ndarray, h: np.ndarray, pos: int) -> None:
+        p, ws, tile = self.params, self.ws, self.weights.tile
+        n, hd = x.shape[0], p.head_dim
+        q, k, v, att = ws.q[:n], ws.k[:n], ws.v[:n], ws.att[:n]
+        rmsnorm(x, layer.attn_norm, p.rms_eps, h)
+        linear(layer.wq, h, q, tile)
+        linear(layer.wk, h, k, tile)
+        linear(layer.wv, h, v, tile)
+        if layer.bq is not None:
+            q += layer.bq
+            k += layer.bk
+            v += layer.bv
+        if layer.q_norm is not None:
+            rmsnorm(q.reshape(-1, hd), layer.q_norm, p.rms_eps, q.reshape(-1, hd))
+            rmsnorm(k.reshape(-1, hd), layer.k_norm, p.rms_eps, k.reshape(-1, hd))
+        positions = ws.positions[:n]
+        rope(q.reshape(n, p.n_head, hd), positions, self.inv_freq[i], self.pos_scale[i], p.spec.rope_neox)
+        rope(k.reshape(n, p.n_head_kv, hd), positions, self.inv_freq[i], self.pos_scale[i], p.spec.rope_neox)
+        q *= np.float32(p.attn_scale)
+        self.k_cache[i, :, pos:pos + n] = k.reshape(n, p.n_head_kv, hd).transpose(1, 0, 2)
+        self.v_cache[i, :, pos:pos + n] = v.reshape(n, p.n_head_kv, hd).transpose(1, 0, 2)
+        attention(q.reshape(n, p.n_head, hd), self.k_cache[i], self.v_cache[i], pos, self.window[i],
+                  ws.scores, att.reshape(n, p.n_head, hd))
+        linear(layer.wo, att, h, tile)
+        if layer.attn_post_norm is not None:
+            rmsnorm(h, layer.attn_post_norm, p.rms_eps, h)
+        x += h
+
+    def _feed_forward(self, layer: Layer, x: np.ndarray, h: np.ndarray) -> None:
+        p, ws, tile = self.params, self.ws, self.weights.tile
+        n = x.shape[0]
+        gate, up = ws.gate[:n], ws.up[:n]
+        rmsnorm(x, layer.ffn_norm, p.rms_eps, h)
+        linear(layer.ffn_gate, h, gate, tile)
+        linear(layer.ffn_up, h, up, tile)
+        self.activation(gate, up)
+        linear(layer.ffn_down, gate, h, tile)
+        if layer.ffn_post_norm is not None:
+            rmsnorm(h, layer.ffn_post_norm, p.rms_eps, h)
+        x += h
+
+
+def open_model(path, ctx_size: int | None = None, n_batch: int = DEFAULT_BATCH) -> Transformer:
+    """Open a GGUF file and prepare it for inference (the file stays memory-mapped)."""
+    from ggq.gguf_read import open_gguf
+    gguf = open_gguf(path)
+    try:
+        return Transformer(gguf, ctx_size=ctx_size, n_batch=n_batch)
+    except BaseException:
+        gguf.close()
+        raise
