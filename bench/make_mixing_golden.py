@@ -45,6 +45,12 @@ SYNTHETIC_FLAG_CASES = {
         ("q3_k_m", {"tensor_types": [["blk\\.[01]\\.attn_v", "q8_0"], ["attn_output", "q2_k"]]}),
         ("q4_k_s", {"tensor_types": [["output", "q4_0"]]}),
     ],
+    "llama_70b_shape": [
+        ("q4_k_m", {"tensor_types": [["blk\\.7\\.attn_v", "q4_k"]]}),  # manual choice is not bumped
+    ],
+    "falcon16": [
+        ("q4_k_m", {"output_type": "q6_k"}),
+    ],
     "mha_tied_8": [
         ("q5_k_m", {"output_type": "q4_k"}),
         ("q4_k_m", {"tensor_types": [["token_embd", "q8_0"]]}),
@@ -62,6 +68,7 @@ def _llama_metadata(w: gguf.GGUFWriter, n_layer: int, hidden: int, n_ff: int, n_
     w.add_head_count(n_head)
     w.add_head_count_kv(n_head_kv)
     w.add_layer_norm_rms_eps(1e-5)
+    w.add_layer_norm_eps(1e-5)  # falcon's key
     w.add_rope_dimension_count(hidden // n_head)
     w.add_vocab_size(vocab)
     w.add_file_type(1)
@@ -74,12 +81,22 @@ def _llama_metadata(w: gguf.GGUFWriter, n_layer: int, hidden: int, n_ff: int, n_
     w.add_token_types([1] * vocab)
 
 
-def _synthetic_tensors(n_layer, hidden, n_ff, n_head, n_head_kv, vocab, n_expert, tied):
+def _falcon_layer(b, hidden, n_ff, kv_dim):
+    return [(b + "attn_norm.weight", (hidden,), np.float32), (b + "attn_norm.bias", (hidden,), np.float32),
+            (b + "attn_qkv.weight", (hidden + 2 * kv_dim, hidden), np.float16),
+            (b + "attn_output.weight", (hidden, hidden), np.float16),
+            (b + "ffn_up.weight", (n_ff, hidden), np.float16), (b + "ffn_down.weight", (hidden, n_ff), np.float16)]
+
+
+def _synthetic_tensors(n_layer, hidden, n_ff, n_head, n_head_kv, vocab, n_expert, tied, arch="llama"):
     """(name, numpy shape, dtype) in convert_hf_to_gguf-like order."""
     kv_dim = hidden // n_head * n_head_kv
     out = [("token_embd.weight", (vocab, hidden), np.float16)]
     for i in range(n_layer):
         b = f"blk.{i}."
+        if arch == "falcon":
+            out += _falcon_layer(b, hidden, n_ff, kv_dim)
+            continue
         out += [(b + "attn_norm.weight", (hidden,), np.float32),
                 (b + "attn_q.weight", (hidden, hidden), np.float16),
                 (b + "attn_k.weight", (kv_dim, hidden), np.float16),
@@ -112,14 +129,22 @@ SYNTHETIC_MODELS = {
     "odd_rows": dict(n_layer=2, hidden=288, n_ff=80, n_head=4, n_head_kv=4, vocab=32, n_expert=0, tied=False),
     # 8 experts: attn_k/attn_v -> Q8_0, attn_output -> Q5_K, expert ffn_down layers from the name
     "moe8": dict(n_layer=4, hidden=256, n_ff=256, n_head=8, n_head_kv=2, vocab=32, n_expert=8, tied=False),
+    # llama with 80 layers and GQA is what llama.cpp calls 70B: attn_v Q3_K/Q4_K bumped to Q5_K
+    "llama_70b_shape": dict(n_layer=80, hidden=256, n_ff=256, n_head=8, n_head_kv=1, vocab=32, n_expert=0,
+                            tied=False),
+    # falcon: fused attn_qkv (an attn_v-like tensor), Q8_0 output, falcon's own ffn_down/attn_output rules
+    "falcon16": dict(n_layer=16, hidden=256, n_ff=512, n_head=4, n_head_kv=1, vocab=32, n_expert=0, tied=False,
+                     arch="falcon"),
 }
 
 
-def write_synthetic(path: Path, n_layer, hidden, n_ff, n_head, n_head_kv, vocab, n_expert, tied) -> None:
+def write_synthetic(path: Path, n_layer, hidden, n_ff, n_head, n_head_kv, vocab, n_expert, tied,
+                    arch="llama") -> None:
     rng = np.random.default_rng(0)
-    w = gguf.GGUFWriter(str(path), "llama")
+    w = gguf.GGUFWriter(str(path), arch)
     _llama_metadata(w, n_layer, hidden, n_ff, n_head, n_head_kv, vocab, n_expert)
-    for name, shape, dtype in _synthetic_tensors(n_layer, hidden, n_ff, n_head, n_head_kv, vocab, n_expert, tied):
+    for name, shape, dtype in _synthetic_tensors(n_layer, hidden, n_ff, n_head, n_head_kv, vocab, n_expert, tied,
+                                                 arch):
         w.add_tensor(name, (rng.standard_normal(shape) * 0.02).astype(dtype))
     w.write_header_to_file()
     w.write_kv_data_to_file()

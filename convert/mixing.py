@@ -144,10 +144,10 @@ _RULES: tuple[Rule, ...] = (
     _r("attn_output", "q3_k_l", _FALCON, "Q4_K"),
 )
 
-# Applied in order after the rules, to attn_v-like tensors only: (condition, {from type: to type} or None=all).
-_BUMPS: tuple[tuple[str, dict[str, str] | None, str], ...] = (
-    ("is_70b", {"Q3_K": "Q5_K", "Q4_K": "Q5_K"}, ""),  # 8 query heads share each v head: cheap boost
-    ("n_expert_8", None, "Q8_0"),
+# Applied in order after the rules, to attn_v-like tensors only: (condition, {from type: to type}, "*" = any).
+_BUMPS: tuple[tuple[str, dict[str, str]], ...] = (
+    ("is_70b", {"Q3_K": "Q5_K", "Q4_K": "Q5_K"}),  # 8 query heads share each v head: a cheap boost
+    ("n_expert_8", {"*": "Q8_0"}),
 )
 
 
@@ -239,9 +239,9 @@ def _rule_type(kind: str, ftype: str, ctx: _Ctx, current: str) -> str:
 
 
 def _bumped(qtype: str, flags: dict[str, bool]) -> str:
-    for flag, mapping, to_type in _BUMPS:
+    for flag, mapping in _BUMPS:
         if flags[flag]:
-            qtype = to_type if mapping is None else mapping.get(qtype, qtype)
+            qtype = mapping.get(qtype, mapping.get("*", qtype))
     return qtype
 
 
