@@ -140,7 +140,32 @@ def _read_array(cur: _Cursor, what: str, depth: int) -> tuple[Any, GGUFValueType
         return arr, etype
     if count > MAX_LIST_LENGTH:
         raise cur.fail(f"{what} array length {count} is over the limit of {MAX_LIST_LENGTH}")
+    if etype == GGUFValueType.STRING:
+        return _read_strings(cur, count, what), etype
     return [_read_value(cur, etype, f"{what}[{i}]", depth + 1)[0] for i in range(count)], etype
+
+
+_U64 = struct.Struct("<Q")
+
+
+def _read_strings(cur: _Cursor, count: int, what: str) -> list[str]:
+    """A string array, in one tight loop: vocabularies hold hundreds of thousands of them."""
+    buf, pos, end = cur.buf, cur.pos, len(cur.buf)
+    out = []
+    for i in range(count):
+        if end - pos < 8:
+            raise cur.fail(f"{what}[{i}] length runs past end of file")
+        (n,) = _U64.unpack_from(buf, pos)
+        pos += 8
+        if n > end - pos:
+            raise cur.fail(f"{what}[{i}] string length {n} runs past end of file")
+        try:
+            out.append(str(buf[pos:pos + n], "utf-8"))
+        except UnicodeDecodeError:
+            raise cur.fail(f"{what}[{i}] is not valid UTF-8") from None
+        pos += n
+    cur.pos = pos
+    return out
 
 
 def _read_header(cur: _Cursor) -> tuple[int, int, int]:
