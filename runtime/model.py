@@ -59,6 +59,7 @@ class Transformer:
         self.v_cache = np.zeros(shape, np.float32)
         self.ws = Workspace(p, n_batch, self.ctx_size)
         self.activation = ACTIVATIONS[p.spec.activation]
+        self.cache_tokens: list[int] = []  # what the KV cache holds (kept by the generation loop)
         self._rope_tables()
 
     def _rope_tables(self) -> None:

@@ -8,12 +8,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ggq.runtime.kernels.gemm import FASTMATH
+
 from ggq.quants.floats import bf16_bits_to_fp32, fp16_bits_to_fp32
 
 F0 = np.float32(0.0)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def matvec_f32(w, x, out):
     for r in prange(w.shape[0]):
         acc = F0
@@ -22,7 +24,7 @@ def matvec_f32(w, x, out):
         out[r] = acc
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def matvec_f16(w, x, out):
     for r in prange(w.shape[0]):
         acc = F0
@@ -31,7 +33,7 @@ def matvec_f16(w, x, out):
         out[r] = acc
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def matvec_bf16(w, x, out):
     for r in prange(w.shape[0]):
         acc = F0

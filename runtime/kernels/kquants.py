@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ggq.runtime.kernels.gemm import FASTMATH
+
 from ggq.quants.floats import fp16_bits_to_fp32, get_u16
 
 QK_K = 256
@@ -41,7 +43,7 @@ def _scale_q3_k(w, r, o, j):
 
 
 # ---- Q2_K: scales[16] (4-bit scale | 4-bit min), qs[64] (2 bits), d, dmin ------------------------
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, fastmath=FASTMATH)
 def _dot_q2_k(w, r, o, x, xo):
     d = _half(w, r, o + 80)
     dmin = _half(w, r, o + 82)
@@ -75,7 +77,7 @@ def _dec_q2_k(w, r, o, out, ro, xo):
 
 
 # ---- Q3_K: hmask[32], qs[64] (low 2 bits), scales[12] (6-bit signed), d -------------------------
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, fastmath=FASTMATH)
 def _dot_q3_k(w, r, o, x, xo):
     d = _half(w, r, o + 108)
     acc = F0
@@ -107,7 +109,7 @@ def _dec_q3_k(w, r, o, out, ro, xo):
 
 
 # ---- Q4_K: d, dmin, scales[12] (6-bit scale/min pairs), qs[128] ---------------------------------
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, fastmath=FASTMATH)
 def _dot_q4_k(w, r, o, x, xo):
     d = _half(w, r, o)
     dmin = _half(w, r, o + 2)
@@ -149,7 +151,7 @@ def _dec_q4_k(w, r, o, out, ro, xo):
 
 
 # ---- Q5_K: d, dmin, scales[12], qh[32] (bit 2j / 2j+1 is the 5th bit of chunk j), qs[128] -------
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, fastmath=FASTMATH)
 def _dot_q5_k(w, r, o, x, xo):
     d = _half(w, r, o)
     dmin = _half(w, r, o + 2)
@@ -202,7 +204,7 @@ def _q6(w, r, o, n, l, k):
     return np.float32(np.int32(low | (high << 4)) - 32)
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, fastmath=FASTMATH)
 def _dot_q6_k(w, r, o, x, xo):
     d = _half(w, r, o + 208)
     acc = F0
@@ -228,7 +230,7 @@ def _dec_q6_k(w, r, o, out, ro, xo):
 
 
 # ---- the kernels: parallel over output rows ------------------------------------------------------
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def matvec_q2_k(w, x, out):
     for r in prange(w.shape[0]):
         acc = F0
@@ -244,7 +246,7 @@ def decode_rows_q2_k(w, r0, out):
             _dec_q2_k(w, r0 + i, b * 84, out, i, b * QK_K)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def matvec_q3_k(w, x, out):
     for r in prange(w.shape[0]):
         acc = F0
@@ -260,7 +262,7 @@ def decode_rows_q3_k(w, r0, out):
             _dec_q3_k(w, r0 + i, b * 110, out, i, b * QK_K)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def matvec_q4_k(w, x, out):
     for r in prange(w.shape[0]):
         acc = F0
@@ -276,7 +278,7 @@ def decode_rows_q4_k(w, r0, out):
             _dec_q4_k(w, r0 + i, b * 144, out, i, b * QK_K)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def matvec_q5_k(w, x, out):
     for r in prange(w.shape[0]):
         acc = F0
@@ -292,7 +294,7 @@ def decode_rows_q5_k(w, r0, out):
             _dec_q5_k(w, r0 + i, b * 176, out, i, b * QK_K)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def matvec_q6_k(w, x, out):
     for r in prange(w.shape[0]):
         acc = F0

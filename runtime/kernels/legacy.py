@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ggq.runtime.kernels.gemm import FASTMATH
+
 from ggq.quants.floats import fp16_bits_to_fp32, get_u16
 
 QK = 32
@@ -33,7 +35,7 @@ def _qh(w, r, o):
 
 
 # ---- Q4_0: d, qs[16]; value = (nibble - 8) * d --------------------------------------------------
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, fastmath=FASTMATH)
 def _dot_q4_0(w, r, o, x, xo):
     s = F0
     for j in range(16):
@@ -52,7 +54,7 @@ def _dec_q4_0(w, r, o, out, ro, xo):
 
 
 # ---- Q4_1: d, m, qs[16]; value = nibble * d + m -------------------------------------------------
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, fastmath=FASTMATH)
 def _dot_q4_1(w, r, o, x, xo):
     s = F0
     sx = F0
@@ -76,7 +78,7 @@ def _dec_q4_1(w, r, o, out, ro, xo):
 
 
 # ---- Q5_0: d, qh, qs[16]; value = (nibble | bit5 << 4) - 16, times d -----------------------------
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, fastmath=FASTMATH)
 def _dot_q5_0(w, r, o, x, xo):
     qh = _qh(w, r, o + 2)
     s = F0
@@ -101,7 +103,7 @@ def _dec_q5_0(w, r, o, out, ro, xo):
 
 
 # ---- Q5_1: d, m, qh, qs[16]; value = (nibble | bit5 << 4) * d + m --------------------------------
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, fastmath=FASTMATH)
 def _dot_q5_1(w, r, o, x, xo):
     qh = _qh(w, r, o + 4)
     s = F0
@@ -131,7 +133,7 @@ def _dec_q5_1(w, r, o, out, ro, xo):
 
 
 # ---- Q8_0: d, qs int8[32]; value = q * d --------------------------------------------------------
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, fastmath=FASTMATH)
 def _dot_q8_0(w, r, o, x, xo):
     s = F0
     for j in range(32):
@@ -149,7 +151,7 @@ def _dec_q8_0(w, r, o, out, ro, xo):
 # ---- the kernels: parallel over output rows ------------------------------------------------------
 # One pair per format (Numba cannot cache kernels that take the block reader as an argument).
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def matvec_q4_0(w, x, out):
     for r in prange(w.shape[0]):
         acc = F0
@@ -165,7 +167,7 @@ def decode_rows_q4_0(w, r0, out):
             _dec_q4_0(w, r0 + i, b * 18, out, i, b * QK)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def matvec_q4_1(w, x, out):
     for r in prange(w.shape[0]):
         acc = F0
@@ -181,7 +183,7 @@ def decode_rows_q4_1(w, r0, out):
             _dec_q4_1(w, r0 + i, b * 20, out, i, b * QK)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def matvec_q5_0(w, x, out):
     for r in prange(w.shape[0]):
         acc = F0
@@ -197,7 +199,7 @@ def decode_rows_q5_0(w, r0, out):
             _dec_q5_0(w, r0 + i, b * 22, out, i, b * QK)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def matvec_q5_1(w, x, out):
     for r in prange(w.shape[0]):
         acc = F0
@@ -213,7 +215,7 @@ def decode_rows_q5_1(w, r0, out):
             _dec_q5_1(w, r0 + i, b * 24, out, i, b * QK)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def matvec_q8_0(w, x, out):
     for r in prange(w.shape[0]):
         acc = F0

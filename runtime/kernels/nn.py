@@ -11,11 +11,13 @@ from numba import njit, prange
 GELU_C = math.sqrt(2.0 / math.pi)
 
 
-@njit(parallel=True, cache=True)
+# Element-wise kernels run on one thread: their work is tiny next to the matmuls, and a parallel region
+# costs a barrier that is expensive on a busy machine.
+@njit(cache=True)
 def rmsnorm(x, weight, eps, out):
     """out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight, for every row r of a 2-D x (in place is fine)."""
     n = x.shape[1]
-    for r in prange(x.shape[0]):
+    for r in range(x.shape[0]):
         ss = 0.0
         for i in range(n):
             ss += np.float64(x[r, i]) * np.float64(x[r, i])
@@ -81,19 +83,19 @@ def attention(q, k_cache, v_cache, pos0, window, scores, out):
                     out[t, h, d] += wgt * v_cache[kv, j, d]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def silu_mul(gate, up):
     """gate <- silu(gate) * up, element-wise over [T, n_ff]."""
-    for r in prange(gate.shape[0]):
+    for r in range(gate.shape[0]):
         for i in range(gate.shape[1]):
             g = gate[r, i]
             gate[r, i] = g / (np.float32(1.0) + np.float32(math.exp(-g))) * up[r, i]
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def gelu_tanh_mul(gate, up):
     """gate <- gelu_tanh(gate) * up (the tanh approximation gemma uses)."""
-    for r in prange(gate.shape[0]):
+    for r in range(gate.shape[0]):
         for i in range(gate.shape[1]):
             g = np.float64(gate[r, i])
             gelu = 0.5 * g * (1.0 + math.tanh(GELU_C * (g + 0.044715 * g * g * g)))
