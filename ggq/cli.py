@@ -82,10 +82,87 @@ def _quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--temp", type=float, default=0.8, help="temperature; 0 = greedy (default 0.8)")
+    p.add_argument("--top-k", type=int, default=40, help="keep the k likeliest tokens; <= 0 off (default 40)")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling; 1 = off (default 0.95)")
+    p.add_argument("--min-p", type=float, default=0.05, help="drop tokens below min-p x the top one (default 0.05)")
+    p.add_argument("--repeat-penalty", type=float, default=1.0, help="penalty for the last 64 tokens (default 1.0 = off)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a .gguf model")
+    p.add_argument("-p", "--prompt", help="answer this one prompt and exit (through the chat template if the "
+                   "model has one); without -p: interactive chat")
+    p.add_argument("-n", "--n-predict", type=int, default=-1, help="most tokens to generate (default -1: until "
+                   "the end of the answer or of the context)")
+    _sampling_args(p)
+    p.add_argument("-c", "--ctx-size", type=int, default=None, help="context size (default: model's, at most 4096)")
+    p.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--chat-template", help="Jinja chat template to use instead of the model's")
+    p.add_argument("--no-template", action="store_true", help="with -p: continue the raw prompt text")
+
+
+def _run(args: argparse.Namespace) -> int:
+    import ggq
+    model = ggq.load(args.model, threads=args.threads, ctx_size=args.ctx_size, chat_template=args.chat_template)
+    max_tokens = args.n_predict if args.n_predict >= 0 else model.transformer.ctx_size
+    sampling = dict(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                    repeat_penalty=args.repeat_penalty, seed=args.seed)
+    if args.prompt is None:
+        from ggq.runtime.repl import ChatSession, chat_loop
+        chat_loop(ChatSession(model, dict(sampling, max_tokens=max_tokens), system=args.system))
+        return 0
+    if args.no_template or not model.has_chat_template:
+        pieces = model.stream(args.prompt, max_tokens=max_tokens, **sampling)
+    else:
+        system = [{"role": "system", "content": args.system}] if args.system else []
+        messages = system + [{"role": "user", "content": args.prompt}]
+        pieces = model.chat_stream(messages, max_tokens=max_tokens, **sampling)
+    for piece in pieces:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def _perplexity_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a .gguf model")
+    p.add_argument("-f", "--file", required=True, help="UTF-8 text file to score")
+    p.add_argument("--ctx", type=int, default=512, help="tokens per chunk (default 512)")
+    p.add_argument("--chunks", type=int, default=-1, help="score only the first N chunks (default: all)")
+    p.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
+
+
+def _perplexity(args: argparse.Namespace) -> int:
+    from ggq.runtime.api import set_threads
+    from ggq.runtime.model import open_model
+    from ggq.runtime.perplexity import perplexity
+    from ggq.runtime.tokenizer import Tokenizer
+    try:
+        with open(args.file, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise GGQError(f"cannot read text: {e}", args.file) from None
+    set_threads(args.threads)
+    tf = open_model(args.model, ctx_size=args.ctx)
+    result = perplexity(tf, Tokenizer.from_metadata(tf.gguf.metadata), text, n_ctx=args.ctx, n_chunks=args.chunks,
+                        progress=lambda s: print(s, end="", flush=True))
+    print()
+    print(f"estimate: {result.n_chunks} chunks, {result.n_scored} tokens scored, "
+          f"PPL = {result.ppl:.4f} +/- {result.stderr:.5f}")
+    print(f"PPL = {result.ppl:.4f}")
+    return 0
+
+
 _COMMANDS: list[tuple[str, str, object, object]] = [
     ("inspect", "show a GGUF file's metadata and tensor table", _inspect_args, _inspect),
     ("convert", "Hugging Face checkpoint -> GGUF (llama.cpp-compatible) in one step", _convert_args, _convert),
     ("quantize", "requantize an F32/F16/BF16 GGUF to another file type", _quantize_args, _quantize),
+    ("run", "chat with a model, or answer one prompt (-p)", _run_args, _run),
+    ("perplexity", "perplexity of a text, as llama-perplexity computes it", _perplexity_args, _perplexity),
 ]
 
 
