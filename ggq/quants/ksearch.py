@@ -52,6 +52,20 @@ def _qx_weight(qw, x, i, rmse_type):
     return f32(np.sqrt(f32(abs(x[i]))))
 
 
+@njit(inline="always", cache=True, error_model="numpy")
+def _qx_sums(n, nmax, x, iscale, qw, rmse_type):
+    """Weighted sums of l*x and l*l for the levels iscale gives (make_qx_quants' inner loop)."""
+    sumlx = f32(0.0)
+    suml2 = f32(0.0)
+    for i in range(n):
+        l = clamp(nearest_int(f32(iscale * x[i])), -nmax, nmax - 1)
+        w = _qx_weight(qw, x, i, rmse_type)
+        fl = f32(l)
+        sumlx += f32(f32(w * x[i]) * fl)
+        suml2 += f32(f32(w * fl) * fl)
+    return sumlx, suml2
+
+
 @njit(cache=True, error_model="numpy")
 def make_qx_quants(n, nmax, x, L, rmse_type, qw):
     """Symmetric scale search (ggml make_qx_quants): L[i] = level + nmax (int8), returns the scale.
@@ -77,15 +91,9 @@ def make_qx_quants(n, nmax, x, L, rmse_type, qw):
     if rmse_type < 0:
         rmse_type = -rmse_type
         return_early = True
-    sumlx = f32(0.0)
-    suml2 = f32(0.0)
     for i in range(n):
-        l = clamp(nearest_int(f32(iscale * x[i])), -nmax, nmax - 1)
-        L[i] = l + nmax
-        w = _qx_weight(qw, x, i, rmse_type)
-        fl = f32(l)
-        sumlx += f32(f32(w * x[i]) * fl)
-        suml2 += f32(f32(w * fl) * fl)
+        L[i] = clamp(nearest_int(f32(iscale * x[i])), -nmax, nmax - 1) + nmax
+    sumlx, suml2 = _qx_sums(n, nmax, x, iscale, qw, rmse_type)
     scale = f32(sumlx / suml2) if suml2 != f32(0.0) else f32(0.0)
     if return_early:
         if suml2 > f32(0.0):
@@ -96,14 +104,7 @@ def make_qx_quants(n, nmax, x, L, rmse_type, qw):
         if step == 0:
             continue
         iscale = f32(f32(-f32(f32(nmax) + f32(f32(0.1) * f32(step)))) / fmax)
-        sumlx = f32(0.0)
-        suml2 = f32(0.0)
-        for i in range(n):
-            l = clamp(nearest_int(f32(iscale * x[i])), -nmax, nmax - 1)
-            w = _qx_weight(qw, x, i, rmse_type)
-            fl = f32(l)
-            sumlx += f32(f32(w * x[i]) * fl)
-            suml2 += f32(f32(w * fl) * fl)
+        sumlx, suml2 = _qx_sums(n, nmax, x, iscale, qw, rmse_type)
         if suml2 > f32(0.0) and f32(sumlx * sumlx) > f32(best * suml2):
             for i in range(n):
                 L[i] = nmax + clamp(nearest_int(f32(iscale * x[i])), -nmax, nmax - 1)
@@ -176,6 +177,17 @@ def _min_max(x, n):
     return lo, hi
 
 
+@njit(inline="always", cache=True, error_model="numpy")
+def _qkx_error(n, x, weights, L, scale, lo, use_mad):
+    """Weighted |error| (use_mad) or squared error of levels L under (scale, lo), in element order."""
+    total = f32(0.0)
+    for i in range(n):
+        diff = f32(f32(f32(scale * f32(L[i])) + lo) - x[i])
+        diff = f32(abs(diff)) if use_mad else f32(diff * diff)
+        total += f32(weights[i] * diff)
+    return total
+
+
 @njit(cache=True, error_model="numpy")
 def make_qkx_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, strict_empty):
     """Asymmetric (scale, min) search of ggml's make_qkx2_quants (strict_empty=False: a constant
@@ -196,13 +208,9 @@ def make_qkx_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, 
         return f32(0.0), f32(-lo)
     iscale = f32(f32(nmax) / f32(hi - lo))
     scale = f32(f32(1.0) / iscale)
-    best_error = f32(0.0)
     for i in range(n):
-        l = clamp(nearest_int(f32(iscale * f32(x[i] - lo))), 0, nmax)
-        L[i] = l
-        diff = f32(f32(f32(scale * f32(l)) + lo) - x[i])
-        diff = f32(abs(diff)) if use_mad else f32(diff * diff)
-        best_error += f32(weights[i] * diff)
+        L[i] = clamp(nearest_int(f32(iscale * f32(x[i] - lo))), 0, nmax)
+    best_error = _qkx_error(n, x, weights, L, scale, lo, use_mad)
     if nstep < 1:
         return scale, f32(-lo)
     for step in range(nstep + 1):
@@ -225,11 +233,7 @@ def make_qkx_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, 
             if this_min > f32(0.0):
                 this_min = f32(0.0)
                 this_scale = f32(sum_xl / sum_l2)
-            cur_error = f32(0.0)
-            for i in range(n):
-                diff = f32(f32(f32(this_scale * f32(Laux[i])) + this_min) - x[i])
-                diff = f32(abs(diff)) if use_mad else f32(diff * diff)
-                cur_error += f32(weights[i] * diff)
+            cur_error = _qkx_error(n, x, weights, Laux, this_scale, this_min, use_mad)
             if cur_error < best_error:
                 for i in range(n):
                     L[i] = Laux[i]
@@ -237,6 +241,41 @@ def make_qkx_quants(n, nmax, x, weights, L, Laux, rmin, rdelta, nstep, use_mad, 
                 scale = this_scale
                 lo = this_min
     return scale, f32(-lo)
+
+
+@njit(cache=True, error_model="numpy")
+def _qp_refine(n, nmax, x, L, quant_weights, iscale):
+    """make_qp_quants' second half: levels for the chosen iscale, then up to 5 rounds of
+    coordinate-wise moves that raise (sum w*l*x)^2 / (sum w*l*l); returns the fitted scale."""
+    sumlx = f32(0.0)
+    suml2 = f32(0.0)
+    for i in range(n):
+        l = min(nmax, nearest_int(f32(iscale * x[i])))
+        L[i] = l & 0xFF
+        w = quant_weights[i]
+        sumlx += f32(f32(w * x[i]) * f32(l))
+        suml2 += f32(f32(w * f32(l)) * f32(l))
+    for _ in range(5):
+        n_changed = 0
+        for i in range(n):
+            w = quant_weights[i]
+            li = f32(L[i])
+            slx = f32(sumlx - f32(f32(w * x[i]) * li))
+            sl2 = f32(suml2 - f32(f32(w * li) * li))
+            if slx > f32(0.0) and sl2 > f32(0.0):
+                new_l = min(nmax, nearest_int(f32(f32(x[i] * sl2) / slx)))
+                if new_l != L[i]:
+                    fn = f32(new_l)
+                    slx = f32(slx + f32(f32(w * x[i]) * fn))
+                    sl2 = f32(sl2 + f32(f32(w * fn) * fn))
+                    if f32(f32(slx * slx) * suml2) > f32(f32(sumlx * sumlx) * sl2):
+                        L[i] = new_l & 0xFF
+                        sumlx = slx
+                        suml2 = sl2
+                        n_changed += 1
+        if n_changed == 0:
+            break
+    return f32(sumlx / suml2) if suml2 > f32(0.0) else f32(0.0)
 
 
 @njit(cache=True, error_model="numpy")
@@ -271,35 +310,7 @@ def make_qp_quants(n, nmax, x, L, quant_weights):
         if mse < best_mse:
             best_mse = mse
             iscale = iscale_is
-    sumlx = f32(0.0)
-    suml2 = f32(0.0)
-    for i in range(n):
-        l = min(nmax, nearest_int(f32(iscale * x[i])))
-        L[i] = l & 0xFF
-        w = quant_weights[i]
-        sumlx += f32(f32(w * x[i]) * f32(l))
-        suml2 += f32(f32(w * f32(l)) * f32(l))
-    for _ in range(5):
-        n_changed = 0
-        for i in range(n):
-            w = quant_weights[i]
-            li = f32(L[i])
-            slx = f32(sumlx - f32(f32(w * x[i]) * li))
-            sl2 = f32(suml2 - f32(f32(w * li) * li))
-            if slx > f32(0.0) and sl2 > f32(0.0):
-                new_l = min(nmax, nearest_int(f32(f32(x[i] * sl2) / slx)))
-                if new_l != L[i]:
-                    fn = f32(new_l)
-                    slx = f32(slx + f32(f32(w * x[i]) * fn))
-                    sl2 = f32(sl2 + f32(f32(w * fn) * fn))
-                    if f32(f32(slx * slx) * suml2) > f32(f32(sumlx * sumlx) * sl2):
-                        L[i] = new_l & 0xFF
-                        sumlx = slx
-                        suml2 = sl2
-                        n_changed += 1
-        if n_changed == 0:
-            break
-    return f32(sumlx / suml2) if suml2 > f32(0.0) else f32(0.0)
+    return _qp_refine(n, nmax, x, L, quant_weights, iscale)
 
 
 @njit(inline="always", cache=True, error_model="numpy")
