@@ -1,0 +1,287 @@
+"""LLVM vector IR building blocks for the integer dot-product kernels (dot_legacy, dot_kquants).
+
+Numba does not vectorize byte-unpacking loops well (0.5-1 GB/s), so each block's integer work is written
+here as a Numba intrinsic that emits LLVM vector IR directly: load the block's bytes as <N x i8>,
+unpack nibbles / high bits with shifts, masks and shuffles, multiply with the int8 activations in i16
+and reduce in i32. LLVM lowers this to SSE/AVX2/AVX-512 (or NEON) for the host, and since every result
+is an exact integer sum, the grouping of the additions does not matter: the results equal ggml's scalar
+vec_dot_* loops bit for bit. Float work (block scales) stays in the Numba callers, in ggml's order.
+
+Every intrinsic takes 1-D contiguous arrays plus byte offsets (intp) into them; no bounds checks.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+I8, I16, I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
+F32 = ir.FloatType()
+
+
+def _vec(t, n):
+    return ir.VectorType(t, n)
+
+
+def _signed(t, value):
+    """Two's-complement wrap, so that e.g. i8 0x80 is written as -128 in the IR text."""
+    half = 1 << (t.width - 1)
+    return (value + half) % (2 * half) - half
+
+
+def _splat(t, n, value):
+    return ir.Constant(_vec(t, n), [_signed(t, value)] * n)
+
+
+def _ptr(context, builder, aryty, ary, offset):
+    """i8* to byte `offset` of a 1-D array's data."""
+    data = context.make_array(aryty)(context, builder, ary).data
+    return builder.gep(builder.bitcast(data, I8.as_pointer()), [offset])
+
+
+def _load(builder, p, ty):
+    return builder.load(builder.bitcast(p, ty.as_pointer()), align=1)
+
+
+def _bytes(builder, p, n, at=0):
+    """<n x i8> at p + at."""
+    return _load(builder, builder.gep(p, [ir.Constant(I32, at)]) if at else p, _vec(I8, n))
+
+
+def _reduce_add(builder, v):
+    n, width = v.type.count, v.type.element.width
+    fnty = ir.FunctionType(v.type.element, [v.type])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.vector.reduce.add.v{n}i{width}")
+    return builder.call(fn, [v])
+
+
+def _concat(builder, a, b):
+    n = a.type.count
+    return builder.shuffle_vector(a, b, ir.Constant(_vec(I32, 2 * n), list(range(2 * n))))
+
+
+def _slice(builder, v, start, n):
+    return builder.shuffle_vector(v, v, ir.Constant(_vec(I32, n), list(range(start, start + n))))
+
+
+def _products(builder, a, x):
+    """<n x i32> a*x for signed <n x i8> a and x (each product fits i16: |a| <= 64 in every format but
+    Q8_0, and 127*128 fits too)."""
+    n = a.type.count
+    p = builder.mul(builder.sext(a, _vec(I16, n)), builder.sext(x, _vec(I16, n)))
+    return builder.sext(p, _vec(I32, n))
+
+
+def _fold8(builder, v):
+    """Sum a <16 x i32> or <32 x i32> vector down to <8 x i32>: lane l gets the elements l, l+8, ..."""
+    parts = [_slice(builder, v, k, 8) for k in range(0, v.type.count, 8)]
+    acc = parts[0]
+    for part in parts[1:]:
+        acc = builder.add(acc, part)
+    return acc
+
+
+def _nibbles(builder, q):
+    """<16 x i8> packed bytes -> <32 x i8>: low nibbles then high nibbles (ggml's 32-value blocks)."""
+    lo = builder.and_(q, _splat(I8, 16, 15))
+    hi = builder.lshr(q, _splat(I8, 16, 4))
+    return _concat(builder, lo, hi)
+
+
+def _bit_select(builder, bits, masks, value):
+    """<n x i8>: value where bits & masks != 0, else 0 (bits and masks vectors of one int type)."""
+    n = bits.type.count
+    on = builder.icmp_unsigned("!=", builder.and_(bits, masks), ir.Constant(bits.type, [0] * n))
+    return builder.select(on, _splat(I8, n, value), _splat(I8, n, 0))
+
+
+def _qh32_bits(builder, p):
+    """Q5_0/Q5_1: bit e of the little-endian u32 at p, as 16 or 0 for the 32 values e of the block."""
+    qh = _load(builder, p, I32)
+    splat = builder.insert_element(ir.Constant(_vec(I32, 32), [0] * 32), qh, ir.Constant(I32, 0))
+    splat = builder.shuffle_vector(splat, splat, ir.Constant(_vec(I32, 32), [0] * 32))
+    return _bit_select(builder, splat, ir.Constant(_vec(I32, 32), [_signed(I32, 1 << e) for e in range(32)]), 16)
+
+
+def _i8_arrays(*arrays):
+    return all(isinstance(a, types.Array) and a.ndim == 1 for a in arrays)
+
+
+# ---- scalars --------------------------------------------------------------------------------------
+@intrinsic
+def f16_at(typingctx, a, off):
+    """float32 of the IEEE half stored little-endian at byte off of a (exact widening)."""
+    def codegen(context, builder, sig, args):
+        h = _load(builder, _ptr(context, builder, sig.args[0], args[0], args[1]), ir.IntType(16))
+        return builder.fpext(builder.bitcast(h, ir.HalfType()), F32)
+    return types.float32(a, types.intp), codegen
+
+
+@intrinsic
+def f32_at(typingctx, a, off):
+    """float32 stored little-endian at byte off of a."""
+    def codegen(context, builder, sig, args):
+        return _load(builder, _ptr(context, builder, sig.args[0], args[0], args[1]), F32)
+    return types.float32(a, types.intp), codegen
+
+
+@intrinsic
+def i16_at(typingctx, a, off):
+    """int16 stored little-endian at byte off of a, widened to int32."""
+    def codegen(context, builder, sig, args):
+        return builder.sext(_load(builder, _ptr(context, builder, sig.args[0], args[0], args[1]),
+                                  ir.IntType(16)), I32)
+    return types.int32(a, types.intp), codegen
+
+
+# ---- 32-value blocks × Q8_0/Q8_1 activations: one int32 sum per block -----------------------------
+def _block_dot(kind):
+    """Intrinsic (w, wo, x, xo) -> int32 sum of value_j * x_j over a 32-value block: the weight block's
+    quants start at w[wo] (Q5 formats: qh at w[wo], qs at w[wo+4]), the activations' int8 at x[xo]."""
+    def typer(typingctx, w, wo, x, xo):
+        if not _i8_arrays(w, x):
+            return None
+
+        def codegen(context, builder, sig, args):
+            wp = _ptr(context, builder, sig.args[0], args[0], args[1])
+            xv = _bytes(builder, _ptr(context, builder, sig.args[2], args[2], args[3]), 32)
+            if kind == "q8":
+                a = _bytes(builder, wp, 32)
+            elif kind in ("q4_0", "q4_1"):
+                a = _nibbles(builder, _bytes(builder, wp, 16))
+            else:
+                a = builder.or_(_nibbles(builder, _bytes(builder, wp, 16, 4)), _qh32_bits(builder, wp))
+            if kind == "q4_0":
+                a = builder.sub(a, _splat(I8, 32, 8))
+            elif kind == "q5_0":
+                a = builder.sub(a, _splat(I8, 32, 16))
+            # unsigned 5-bit values (<= 31) stay non-negative as i8, so the signed product is right
+            return _reduce_add(builder, _products(builder, a, xv))
+        return types.int32(w, types.intp, x, types.intp), codegen
+    return intrinsic(typer)
+
+
+dot_q4_0_block = _block_dot("q4_0")
+dot_q4_1_block = _block_dot("q4_1")
+dot_q5_0_block = _block_dot("q5_0")
+dot_q5_1_block = _block_dot("q5_1")
+dot_q8_0_block = _block_dot("q8")
+
+
+# ---- 256-value super-blocks × Q8_K activations --------------------------------------------------
+def _splat_lane(builder, v, i):
+    """<8 x i32> filled with element i of v."""
+    e = builder.extract_element(v, ir.Constant(I32, i))
+    one = builder.insert_element(ir.Constant(_vec(I32, 8), [0] * 8), e, ir.Constant(I32, 0))
+    return builder.shuffle_vector(one, one, ir.Constant(_vec(I32, 8), [0] * 8))
+
+
+def _scaled_lanes(builder, chunks, xp, scales):
+    """ggml's aux32[8] of a super-block: lane l = sum over values e = l (mod 8) of scale(e) * a_e * x_e.
+    chunks: 8 <32 x i8> value vectors in order; xp: i8* to the Q8_K block's qs; scales: <8 x i32> (one
+    per 32 values) or <16 x i32> (one per 16)."""
+    per16 = scales.type.count == 16
+    acc = ir.Constant(_vec(I32, 8), [0] * 8)
+    for c, a in enumerate(chunks):
+        p = _products(builder, a, _bytes(builder, xp, 32, 32 * c))
+        if per16:
+            for h in range(2):
+                part = _fold8(builder, _slice(builder, p, 16 * h, 16))
+                acc = builder.add(acc, builder.mul(part, _splat_lane(builder, scales, 2 * c + h)))
+        else:
+            acc = builder.add(acc, builder.mul(_fold8(builder, p), _splat_lane(builder, scales, c)))
+    return acc
+
+
+def _shift_mask(builder, q, shift, mask):
+    n = q.type.count
+    if shift:
+        q = builder.lshr(q, _splat(I8, n, shift))
+    return builder.and_(q, _splat(I8, n, mask))
+
+
+def _chunks_q2_k(builder, wp):
+    halves = [_bytes(builder, wp, 32, 16 + 32 * h) for h in range(2)]
+    return [_shift_mask(builder, halves[h], 2 * s, 3) for h in range(2) for s in range(4)]
+
+
+def _chunks_q3_k(builder, wp):
+    hm = _bytes(builder, wp, 32)
+    chunks = []
+    for h in range(2):
+        q = _bytes(builder, wp, 32, 32 + 32 * h)
+        for s in range(4):
+            # value = ((q >> 2s) & 3) - 4, plus 4 back where the high-mask bit is set
+            low = builder.sub(_shift_mask(builder, q, 2 * s, 3), _splat(I8, 32, 4))
+            chunks.append(builder.add(low, _bit_select(builder, hm, _splat(I8, 32, 1 << (4 * h + s)), 4)))
+    return chunks
+
+
+def _chunks_q45_k(builder, wp, high_bits):
+    qs_at = 48 if high_bits else 16
+    qh = _bytes(builder, wp, 32, 16) if high_bits else None
+    chunks = []
+    for k in range(4):
+        q = _bytes(builder, wp, 32, qs_at + 32 * k)
+        for half, value in enumerate((_shift_mask(builder, q, 0, 15), _shift_mask(builder, q, 4, 15))):
+            if high_bits:
+                value = builder.or_(value, _bit_select(builder, qh, _splat(I8, 32, 1 << (2 * k + half)), 16))
+            chunks.append(value)
+    return chunks
+
+
+def _chunks_q6_k(builder, wp):
+    chunks = []
+    for h in range(2):
+        ql0, ql1 = _bytes(builder, wp, 32, 64 * h), _bytes(builder, wp, 32, 64 * h + 32)
+        qh = _bytes(builder, wp, 32, 128 + 32 * h)
+        for s, (ql, nib_shift) in enumerate(((ql0, 0), (ql1, 0), (ql0, 4), (ql1, 4))):
+            high = builder.shl(_shift_mask(builder, qh, 2 * s, 3), _splat(I8, 32, 4))
+            value = builder.or_(_shift_mask(builder, ql, nib_shift, 15), high)
+            chunks.append(builder.sub(value, _splat(I8, 32, 32)))
+    return chunks
+
+
+def _block_scales(builder, wp, kind):
+    """Scales stored plainly in the block: Q2_K low nibbles of bytes 0..15, Q6_K int8 at byte 192."""
+    if kind == "q2_k":
+        return builder.zext(_shift_mask(builder, _bytes(builder, wp, 16), 0, 15), _vec(I32, 16))
+    return builder.sext(_bytes(builder, wp, 16, 192), _vec(I32, 16))
+
+
+def _superblock(kind):
+    """Intrinsic (w, wo, x, xo, sc, lanes) -> int32 for one super-block at w[wo] and the Q8_K block at
+    x[xo]. Writes ggml's aux32 lanes to lanes[0:8] (int32 array) and returns their sum (Q2_K's isum).
+    sc (int32 array): the decoded scales for Q3_K (16, already minus 32) and Q4_K/Q5_K (8); unused by
+    Q2_K and Q6_K, whose scales are read from the block."""
+    def typer(typingctx, w, wo, x, xo, sc, lanes):
+        if not _i8_arrays(w, x):
+            return None
+
+        def codegen(context, builder, sig, args):
+            wp = _ptr(context, builder, sig.args[0], args[0], args[1])
+            xp = builder.gep(_ptr(context, builder, sig.args[2], args[2], args[3]), [ir.Constant(I32, 4)])
+            scp = _ptr(context, builder, sig.args[4], args[4], ir.Constant(ir.IntType(64), 0))
+            if kind == "q2_k":
+                chunks, scales = _chunks_q2_k(builder, wp), _block_scales(builder, wp, kind)
+            elif kind == "q3_k":
+                chunks, scales = _chunks_q3_k(builder, wp), _load(builder, scp, _vec(I32, 16))
+            elif kind == "q6_k":
+                chunks, scales = _chunks_q6_k(builder, wp), _block_scales(builder, wp, kind)
+            else:
+                chunks = _chunks_q45_k(builder, wp, kind == "q5_k")
+                scales = _load(builder, scp, _vec(I32, 8))
+            acc = _scaled_lanes(builder, chunks, xp, scales)
+            lp = _ptr(context, builder, sig.args[5], args[5], ir.Constant(ir.IntType(64), 0))
+            builder.store(acc, builder.bitcast(lp, acc.type.as_pointer()), align=1)
+            return _reduce_add(builder, acc)
+        return types.int32(w, types.intp, x, types.intp, sc, lanes), codegen
+    return intrinsic(typer)
+
+
+lanes_q2_k = _superblock("q2_k")
+lanes_q3_k = _superblock("q3_k")
+lanes_q4_k = _superblock("q4_k")
+lanes_q5_k = _superblock("q5_k")
+lanes_q6_k = _superblock("q6_k")
