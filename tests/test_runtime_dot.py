@@ -1,0 +1,212 @@
+"""Integer-dot runtime kernels: activation quantizers (actquant) and matvec/matmat (dot_legacy, dot_kquants).
+
+Oracles: the gguf package (Q8_0 reference quantizer; dequantize of every weight type and of Q8_0), and
+plain numpy transcriptions of ggml's formulas written here (the x86 Q8_0/Q8_1 quantizers, Q8_1, Q8_K,
+and ggml's generic scalar vec_dot float order for the legacy types).
+"""
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as GT
+from gguf.quants import dequantize as gguf_dequantize
+from gguf.quants import quantize as gguf_quantize
+
+from ggq.quants import quantize
+from ggq.runtime.kernels.actquant import quantize_activations
+from ggq.runtime.kernels.dot_table import DOT_TYPES, dot_kernels
+
+RNG = np.random.default_rng(1234)
+LEGACY = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]
+KQUANTS = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+
+
+def _activations(n, tokens=None):
+    shape = (n,) if tokens is None else (tokens, n)
+    x = RNG.standard_normal(shape).astype(np.float32) * np.float32(3.0)
+    x[..., :32] = 0.0  # an all-zero block
+    x[..., 40] = 1e-30  # a tiny value next to normal ones
+    return x
+
+
+def _f16(values):
+    return np.asarray(values, dtype=np.float32).astype(np.float16).view(np.uint8).reshape(-1, 2)
+
+
+# ---- (1) activation quantizers ------------------------------------------------------------------
+def _q8_numpy(x, x86, with_sum):
+    """ggml's Q8_0/Q8_1 block quantizer in numpy: x86 = 127/amax and round-half-even (arch/x86 AVX path),
+    else quantize_row_q8_x_ref (id = 1/d, roundf)."""
+    blocks = x.reshape(-1, 32)
+    amax = np.abs(blocks).max(axis=1)
+    d = amax / np.float32(127.0)
+    with np.errstate(divide="ignore"):
+        if x86:
+            inv = np.where(amax != 0, np.float32(127.0) / amax, np.float32(0.0)).astype(np.float32)
+            q = np.rint(blocks * inv[:, None])
+        else:
+            inv = np.where(d != 0, np.float32(1.0) / d, np.float32(0.0)).astype(np.float32)
+            v = blocks * inv[:, None]
+            q = np.sign(v) * np.floor(np.abs(v).astype(np.float64) + 0.5)
+    q = q.astype(np.int8)
+    parts = [_f16(d)]
+    if with_sum:
+        parts.append(_f16(d * q.astype(np.int32).sum(axis=1).astype(np.float32)))
+    parts.append(q.view(np.uint8))
+    return np.concatenate(parts, axis=1).reshape(-1)
+
+
+def _q8_k_numpy(x):
+    """quantize_row_q8_K_ref: iscale = -127/x[argmax |x|], q = min(127, nearest_int), bsums, d = 1/iscale."""
+    out = []
+    for block in x.reshape(-1, 256):
+        j = np.argmax(np.abs(block))  # first index of the largest |x|, as ggml's strict '>' scan
+        if block[j] == 0:
+            out.append(np.zeros(292, np.uint8))
+            continue
+        iscale = np.float32(-127.0) / block[j]
+        q = np.minimum(127, np.rint(iscale * block)).astype(np.int8)
+        bsums = q.astype(np.int16).reshape(16, 16).sum(axis=1).astype(np.int16)
+        d = np.array([np.float32(1.0) / iscale], np.float32)
+        out.append(np.concatenate([d.view(np.uint8), q.view(np.uint8), bsums.view(np.uint8)]))
+    return np.concatenate(out)
+
+
+def test_q8_0_generic_equals_gguf_reference_quantizer():
+    x = _activations(1024)
+    got = quantize_activations(x, "Q8_0", variant="generic")
+    assert np.array_equal(got, gguf_quantize(x[None], GT.Q8_0)[0])
+
+
+@pytest.mark.parametrize("fmt,x86", [("Q8_0", True), ("Q8_1", True), ("Q8_0", False), ("Q8_1", False)])
+def test_q8_0_q8_1_equal_numpy_formula(fmt, x86):
+    x = _activations(1024)
+    got = quantize_activations(x, fmt, variant="x86" if x86 else "generic")
+    assert np.array_equal(got, _q8_numpy(x, x86, fmt == "Q8_1"))
+
+
+def test_x86_and_generic_q8_0_differ_on_ties():
+    """amax = 127 gives id = 1 in both variants; 2.5 rounds to 2 (x86, half to even) vs 3 (roundf)."""
+    x = np.zeros(32, np.float32)
+    x[0], x[1], x[2] = 127.0, 2.5, -3.5
+    x86 = quantize_activations(x, "Q8_0").view(np.int8)[2:5]
+    generic = quantize_activations(x, "Q8_0", variant="generic").view(np.int8)[2:5]
+    assert list(x86) == [127, 2, -4] and list(generic) == [127, 3, -4]
+
+
+def test_q8_k_equals_numpy_formula():
+    x = _activations(1536)
+    x[300] = -50.0  # the negative extreme decides the sign of iscale
+    assert np.array_equal(quantize_activations(x, "Q8_K"), _q8_k_numpy(x))
+
+
+# ---- (2) matvec against float64 dequantized products ----------------------------------------------
+def _dequantized_activations(xq, fmt):
+    """float64 values of a quantized activation row, plus the per-block correction that Q8_1's rounded
+    s = fp16(d * sum(qs)) brings into the m * s term of Q4_1/Q5_1 (zero for the other formats)."""
+    if fmt == "Q8_0":
+        return gguf_dequantize(xq, GT.Q8_0).astype(np.float64), None
+    if fmt == "Q8_K":
+        b = xq.reshape(-1, 292)
+        d = b[:, :4].copy().view(np.float32).astype(np.float64)
+        return (b[:, 4:260].view(np.int8) * d).reshape(-1), None
+    b = xq.reshape(-1, 36)
+    d = b[:, :2].copy().view(np.float16).astype(np.float64)[:, 0]
+    s = b[:, 2:4].copy().view(np.float16).astype(np.float64)[:, 0]
+    qs = b[:, 4:].view(np.int8).astype(np.float64)
+    return (qs * d[:, None]).reshape(-1), s - d * qs.sum(axis=1)
+
+
+def _weights(wtype, rows, n):
+    w = RNG.standard_normal((rows, n)).astype(np.float32)
+    w[0] = 0.0  # an all-zero row
+    if wtype in LEGACY:
+        return gguf_quantize(w, GT[wtype])
+    return quantize(w, wtype)
+
+
+@pytest.mark.parametrize("wtype", LEGACY + KQUANTS)
+def test_matvec_equals_float64_dequantized_product(wtype):
+    fmt, matvec, _ = dot_kernels(wtype)
+    n = 576 if wtype in LEGACY else 1536
+    w = _weights(wtype, 37, n)
+    x = _activations(n)
+    xq = quantize_activations(x, fmt)
+    out = np.full(w.shape[0], np.nan, np.float32)
+    matvec(w, xq, out)
+    wf = gguf_dequantize(w, GT[wtype]).astype(np.float64)
+    xf, s_correction = _dequantized_activations(xq, fmt)
+    expected = wf @ xf
+    if s_correction is not None:
+        block_m = w.reshape(w.shape[0], -1, 20 if wtype == "Q4_1" else 24)[:, :, 2:4].copy()
+        m = block_m.view(np.float16).astype(np.float64)[:, :, 0]
+        expected += m @ s_correction
+    scale = np.abs(wf) @ np.abs(xf) + 1e-30
+    assert np.all(np.abs(out - expected) <= 1e-5 * scale), np.max(np.abs(out - expected) / scale)
+    assert out[0] == 0.0
+
+
+# ---- ggml's generic float order, exactly (legacy types) -------------------------------------------
+def _legacy_ints(w, wtype):
+    """Integer quants [rows, blocks, 32] and the block's d (and m) as float32, from the raw bytes."""
+    size = {"Q4_0": 18, "Q4_1": 20, "Q5_0": 22, "Q5_1": 24, "Q8_0": 34}[wtype]
+    b = w.reshape(w.shape[0], -1, size)
+    d = b[:, :, 0:2].copy().view(np.float16).astype(np.float32)[:, :, 0]
+    m = b[:, :, 2:4].copy().view(np.float16).astype(np.float32)[:, :, 0] if wtype in ("Q4_1", "Q5_1") else None
+    if wtype == "Q8_0":
+        return b[:, :, 2:].view(np.int8).astype(np.int64), d, m
+    qs = b[:, :, size - 16:].astype(np.int64)
+    q = np.concatenate([qs & 15, qs >> 4], axis=2)
+    if wtype in ("Q5_0", "Q5_1"):
+        at = 2 if wtype == "Q5_0" else 4
+        qh = b[:, :, at:at + 4].copy().view(np.uint32)[:, :, 0].astype(np.int64)
+        q |= ((qh[:, :, None] >> np.arange(32)) & 1) << 4
+    offset = {"Q4_0": 8, "Q5_0": 16}.get(wtype, 0)
+    return q - offset, d, m
+
+
+@pytest.mark.parametrize("wtype", LEGACY)
+def test_legacy_matvec_follows_ggml_generic_float_order(wtype):
+    """Bit-exact against a float32 numpy transcription of ggml_vec_dot_<t>_q8_<k>_generic."""
+    fmt, matvec, _ = dot_kernels(wtype)
+    w = _weights(wtype, 23, 576)
+    xq = quantize_activations(_activations(576), fmt)
+    q, d, m = _legacy_ints(w, wtype)
+    xb = xq.reshape(-1, 36 if fmt == "Q8_1" else 34)
+    yd = xb[:, 0:2].copy().view(np.float16).astype(np.float32)[:, 0]
+    ys = xb[:, 2:4].copy().view(np.float16).astype(np.float32)[:, 0]
+    yq = xb[:, -32:].view(np.int8).astype(np.int64)
+    sumi = (q * yq[None]).sum(axis=2).astype(np.float32)
+    sumf = np.zeros(w.shape[0], np.float32)
+    for ib in range(q.shape[1]):
+        if wtype == "Q4_0":
+            sumf += sumi[:, ib] * d[:, ib] * yd[ib]
+        elif wtype == "Q5_0":
+            sumf += (d[:, ib] * yd[ib]) * sumi[:, ib]
+        elif wtype == "Q8_0":
+            sumf += sumi[:, ib] * (d[:, ib] * yd[ib])
+        else:
+            sumf += (d[:, ib] * yd[ib]) * sumi[:, ib] + m[:, ib] * ys[ib]
+    out = np.empty(w.shape[0], np.float32)
+    matvec(w, xq, out)
+    assert np.array_equal(out, sumf)
+
+
+# ---- (3) matmat equals matvec per token ---------------------------------------------------------
+@pytest.mark.parametrize("wtype", LEGACY + KQUANTS)
+def test_matmat_equals_matvec_per_token(wtype):
+    fmt, matvec, matmat = dot_kernels(wtype)
+    n = 576 if wtype in LEGACY else 512
+    w = _weights(wtype, 21, n)
+    xq = quantize_activations(_activations(n, tokens=5), fmt)
+    out = np.empty((5, w.shape[0]), np.float32)
+    matmat(w, xq, out)
+    for t in range(5):
+        one = np.empty(w.shape[0], np.float32)
+        matvec(w, xq[t], one)
+        assert np.array_equal(out[t], one)
+
+
+def test_table_pairs_as_ggml_vec_dot_type():
+    """ggml-cpu.c type_traits_cpu: Q4_1/Q5_1 use Q8_1, the other legacy types Q8_0, k-quants Q8_K."""
+    assert {t: fmt for t, (fmt, _) in DOT_TYPES.items()} == {
+        "Q4_0": "Q8_0", "Q4_1": "Q8_1", "Q5_0": "Q8_0", "Q5_1": "Q8_1", "Q8_0": "Q8_0",
+        "Q2_K": "Q8_K", "Q3_K": "Q8_K", "Q4_K": "Q8_K", "Q5_K": "Q8_K", "Q6_K": "Q8_K"}
