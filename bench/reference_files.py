@@ -121,14 +121,28 @@ def weight_types(path: Path) -> Counter:
     return Counter(t.tensor_type.name for t in reader.tensors if len(t.shape) == 2)
 
 
-def summary(files: dict[str, Path]) -> str:
-    lines = [f"{'file':34} {'MiB':>8}  2-D tensor types"]
+def summary(files: dict[str, Path]) -> list[list[object]]:
+    """file, MiB, and the types its 2-D tensors actually got."""
+    rows = []
     for name, path in files.items():
-        types = "" if name == "imatrix" else ", ".join(f"{t} x{n}" for t, n in
-                                                       sorted(weight_types(path).items()))
-        lines.append(f"{path.name:34} {path.stat().st_size / 2**20:8.1f}  {types}")
-    return "\n".join(lines)
+        types = "-" if name == "imatrix" else ", ".join(f"{t} x{n}" for t, n in
+                                                        sorted(weight_types(path).items()))
+        rows.append([path.name, f"{path.stat().st_size / 2**20:.1f}", types])
+    return rows
+
+
+def main() -> None:
+    from bench.results import command_line, markdown_table, write_section
+    table = markdown_table(["file", "MiB", "2-D tensor types"], summary(ensure()))
+    write_section("reference_files", (
+        f"### llama.cpp reference files of SmolLM2-135M-Instruct\n\n`{command_line()}`; llama.cpp of "
+        f"llama-cpp-python 0.3.36 (sdist), files in {REF}. pure-<FMT>: `llama-quantize --pure` (plus "
+        f"--token-embedding-type/--output-tensor-type FMT for 32-wide formats); for k-formats llama.cpp "
+        f"falls back on rows of 576 (Q2_K, Q3_K -> Q4_0, Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0), so "
+        f"only the 30 ffn_down tensors (rows of 1536) are in the k-format. imatrix: llama-imatrix "
+        f"-c 512 --chunks {IMATRIX_CHUNKS} on text/calibration.txt.\n\n{table}"))
+    print(table)
 
 
 if __name__ == "__main__":
-    print(summary(ensure()))
+    main()

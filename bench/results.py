@@ -37,7 +37,8 @@ def write_section(name: str, body: str, path: Path = RESULTS) -> None:
 
 def command_line() -> str:
     """How this script was run, for the record."""
-    return " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
+    flags = ["-P"] if sys.flags.safe_path else []
+    return " ".join(shlex.quote(a) for a in [sys.executable, *flags, *sys.argv])
 
 
 def machine() -> str:
