@@ -66,3 +66,20 @@ def test_decode_rows_matches_dequantize(type_name):
     decode_rows(blocks.view(view), 2, out)
     expected = oracle_dequantize(blocks, type_name)[2:5]
     np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_half_to_float_is_exact_for_every_bit_pattern():
+    """Oracle: numpy's float16 -> float32 widening, over all 65536 encodings (inf and NaN included)."""
+    from numba import njit
+
+    from ggq.runtime.kernels.floats import half_to_float
+
+    @njit
+    def widen(h, out):
+        for i in range(h.shape[0]):
+            out[i] = half_to_float(h[i])
+
+    bits = np.arange(65536, dtype=np.uint16)
+    out = np.empty(65536, np.float32)
+    widen(bits, out)
+    np.testing.assert_array_equal(out.view(np.uint32), bits.view(np.float16).astype(np.float32).view(np.uint32))

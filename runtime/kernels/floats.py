@@ -10,9 +10,23 @@ from numba import njit, prange
 
 from ggq.runtime.kernels.gemm import FASTMATH
 
-from ggq.quants.floats import bf16_bits_to_fp32, fp16_bits_to_fp32
+from ggq.quants.floats import bf16_bits_to_fp32, f32_as_u32, u32_as_f32
 
 F0 = np.float32(0.0)
+
+
+@njit(inline="always", cache=True)
+def half_to_float(h):
+    """IEEE half bits -> float32, exact, written with selects instead of branches so that LLVM vectorizes
+    it: rebias the exponent (15 -> 127); inf/NaN get the largest exponent; subnormals are formed as
+    2^-14 * (1 + m/1024) - 2^-14."""
+    h32 = np.uint32(h)
+    e = h32 & np.uint32(0x7C00)
+    bits = ((h32 & np.uint32(0x7FFF)) << np.uint32(13)) + np.uint32(112 << 23)
+    bits = bits + (np.uint32(112 << 23) if e == np.uint32(0x7C00) else np.uint32(0))
+    bits = bits + (np.uint32(1 << 23) if e == np.uint32(0) else np.uint32(0))
+    f = u32_as_f32(bits) - (np.float32(6.103515625e-05) if e == np.uint32(0) else np.float32(0.0))
+    return u32_as_f32(f32_as_u32(f) | ((h32 & np.uint32(0x8000)) << np.uint32(16)))
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -29,7 +43,7 @@ def matvec_f16(w, x, out):
     for r in prange(w.shape[0]):
         acc = F0
         for i in range(w.shape[1]):
-            acc += fp16_bits_to_fp32(w[r, i]) * x[i]
+            acc += half_to_float(w[r, i]) * x[i]
         out[r] = acc
 
 
