@@ -4,8 +4,8 @@
     matmat_<t>(w: u8[rows, row_bytes], xq: u8[tokens, xbytes], out: f32[tokens, rows])   prefill
 
 Weight/activation pairs as ggml's vec_dot_type: Q4_0, Q5_0, Q8_0 x Q8_0 and Q4_1, Q5_1 x Q8_1 (see
-actquant). Each block's integer sum comes from vecir's vector IR (exact), and the float combination
-follows ggml-cpu/quants.c's generic ggml_vec_dot_<t>_q8_<k>_generic literally, per block and in the same
+actquant). Blocks go four at a time through vecir's vector IR: exact integer sums with a shared horizontal
+reduction, then the float combination of ggml-cpu/quants.c's generic ggml_vec_dot_<t>_q8_<k>_generic literally, per block and in the same
 order, so every output equals that scalar C code compiled without FP contraction. matmat runs the same
 row function per token, so it equals matvec bit for bit; the row's weights stay in L1 across tokens.
 """
@@ -14,54 +14,64 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ggq.runtime.kernels.vecir import (dot_q4_0_block, dot_q4_1_block, dot_q5_0_block, dot_q5_1_block,
-                                       dot_q8_0_block, f16_at)
+from ggq.runtime.kernels.vecir import (dot1_q4_0, dot1_q4_1, dot1_q5_0, dot1_q5_1, dot1_q8_0, dot4_q4_0,
+                                       dot4_q4_1, dot4_q5_0, dot4_q5_1, dot4_q8_0)
 
 F32 = np.float32
 
 
 @njit(inline="always", cache=True)
 def _row_q4_0(wr, xr):
+    nb = wr.shape[0] // 18
     acc = F32(0.0)
-    for b in range(wr.shape[0] // 18):
-        sumi = dot_q4_0_block(wr, b * 18 + 2, xr, b * 34 + 2)
-        acc += F32(sumi) * f16_at(wr, b * 18) * f16_at(xr, b * 34)
+    for b in range(0, nb - 3, 4):
+        acc = dot4_q4_0(wr, b * 18, xr, b * 34, acc)
+    for b in range(nb - nb % 4, nb):
+        acc = dot1_q4_0(wr, b * 18, xr, b * 34, acc)
     return acc
 
 
 @njit(inline="always", cache=True)
 def _row_q4_1(wr, xr):
+    nb = wr.shape[0] // 20
     acc = F32(0.0)
-    for b in range(wr.shape[0] // 20):
-        sumi = dot_q4_1_block(wr, b * 20 + 4, xr, b * 36 + 4)
-        acc += (f16_at(wr, b * 20) * f16_at(xr, b * 36)) * F32(sumi) + f16_at(wr, b * 20 + 2) * f16_at(xr, b * 36 + 2)
+    for b in range(0, nb - 3, 4):
+        acc = dot4_q4_1(wr, b * 20, xr, b * 36, acc)
+    for b in range(nb - nb % 4, nb):
+        acc = dot1_q4_1(wr, b * 20, xr, b * 36, acc)
     return acc
 
 
 @njit(inline="always", cache=True)
 def _row_q5_0(wr, xr):
+    nb = wr.shape[0] // 22
     acc = F32(0.0)
-    for b in range(wr.shape[0] // 22):
-        sumi = dot_q5_0_block(wr, b * 22 + 2, xr, b * 34 + 2)
-        acc += (f16_at(wr, b * 22) * f16_at(xr, b * 34)) * F32(sumi)
+    for b in range(0, nb - 3, 4):
+        acc = dot4_q5_0(wr, b * 22, xr, b * 34, acc)
+    for b in range(nb - nb % 4, nb):
+        acc = dot1_q5_0(wr, b * 22, xr, b * 34, acc)
     return acc
 
 
 @njit(inline="always", cache=True)
 def _row_q5_1(wr, xr):
+    nb = wr.shape[0] // 24
     acc = F32(0.0)
-    for b in range(wr.shape[0] // 24):
-        sumi = dot_q5_1_block(wr, b * 24 + 4, xr, b * 36 + 4)
-        acc += (f16_at(wr, b * 24) * f16_at(xr, b * 36)) * F32(sumi) + f16_at(wr, b * 24 + 2) * f16_at(xr, b * 36 + 2)
+    for b in range(0, nb - 3, 4):
+        acc = dot4_q5_1(wr, b * 24, xr, b * 36, acc)
+    for b in range(nb - nb % 4, nb):
+        acc = dot1_q5_1(wr, b * 24, xr, b * 36, acc)
     return acc
 
 
 @njit(inline="always", cache=True)
 def _row_q8_0(wr, xr):
+    nb = wr.shape[0] // 34
     acc = F32(0.0)
-    for b in range(wr.shape[0] // 34):
-        sumi = dot_q8_0_block(wr, b * 34 + 2, xr, b * 34 + 2)
-        acc += F32(sumi) * (f16_at(wr, b * 34) * f16_at(xr, b * 34))
+    for b in range(0, nb - 3, 4):
+        acc = dot4_q8_0(wr, b * 34, xr, b * 34, acc)
+    for b in range(nb - nb % 4, nb):
+        acc = dot1_q8_0(wr, b * 34, xr, b * 34, acc)
     return acc
 
 

@@ -11,12 +11,26 @@ Every intrinsic takes 1-D contiguous arrays plus byte offsets (intp) into them; 
 """
 from __future__ import annotations
 
+import os
+
+from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 I8, I16, I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
+
+
+def _host_has_vnni() -> bool:
+    """u8 x i8 dot instructions (vpdpbusd) on 256-bit vectors; GGQ_NO_VNNI=1 forces the generic IR."""
+    if os.environ.get("GGQ_NO_VNNI"):
+        return False
+    features = set(llvm.get_host_cpu_features().flatten().split(","))
+    return {"+avx512vnni", "+avx512vl"} <= features or "+avxvnni" in features
+
+
+HAVE_VNNI = _host_has_vnni()
 F32 = ir.FloatType()
 
 
@@ -135,38 +149,135 @@ def i16_at(typingctx, a, off):
     return types.int32(a, types.intp), codegen
 
 
-# ---- 32-value blocks × Q8_0/Q8_1 activations: one int32 sum per block -----------------------------
-def _block_dot(kind):
-    """Intrinsic (w, wo, x, xo) -> int32 sum of value_j * x_j over a 32-value block: the weight block's
-    quants start at w[wo] (Q5 formats: qh at w[wo], qs at w[wo+4]), the activations' int8 at x[xo]."""
-    def typer(typingctx, w, wo, x, xo):
+# ---- 32-value blocks × Q8_0/Q8_1 activations --------------------------------------------------
+# kind -> (weight block bytes, offset of m or None, offset of qh or None, offset of qs, value offset,
+#          activation block bytes)
+LEGACY_LAYOUT = {
+    "q4_0": (18, None, None, 2, 8, 34), "q4_1": (20, 2, None, 4, 0, 36),
+    "q5_0": (22, None, 2, 6, 16, 34), "q5_1": (24, 2, 4, 8, 0, 36), "q8_0": (34, None, None, 2, 0, 34),
+}
+
+
+def _pair_sums(builder, a, x):
+    """<16 x i32> of a[2i]*x[2i] + a[2i+1]*x[2i+1] for <32 x i8> a, x, written as LLVM's x86 backend
+    matches pmaddwd (sign-extend to i16 first, then even/odd halves extended to i32)."""
+    a16, x16 = builder.sext(a, _vec(I16, 32)), builder.sext(x, _vec(I16, 32))
+
+    def half(v, start):
+        sel = builder.shuffle_vector(v, v, ir.Constant(_vec(I32, 16), list(range(start, 32, 2))))
+        return builder.sext(sel, _vec(I32, 16))
+    return builder.add(builder.mul(half(a16, 0), half(x16, 0)), builder.mul(half(a16, 1), half(x16, 1)))
+
+
+def _reduce_many(builder, vectors):
+    """k vectors of <n x i32> -> <k x i32> of their sums, halving and merging so that the horizontal
+    work is shared (k a power of two)."""
+    width = vectors[0].type.count
+    state = [(v, 1, width) for v in vectors]  # (vector, blocks in it, partials per block)
+    while state[0][2] > 1:
+        halved = []
+        for v, g, p in state:
+            lo = [b * p + j for b in range(g) for j in range(p // 2)]
+            hi = [b * p + p // 2 + j for b in range(g) for j in range(p // 2)]
+            pick = [builder.shuffle_vector(v, v, ir.Constant(_vec(I32, g * p // 2), idx)) for idx in (lo, hi)]
+            halved.append((builder.add(*pick), g, p // 2))
+        state = halved
+        while len(state) > 1 and state[0][1] * state[0][2] * 2 <= width:
+            state = [(_concat(builder, a[0], b[0]), 2 * a[1], a[2]) for a, b in zip(state[::2], state[1::2])]
+    return state[0][0]
+
+
+def _halves(builder, p, offsets):
+    """<k x float> of the IEEE halves at p + each offset."""
+    k = len(offsets)
+    v = ir.Constant(_vec(ir.IntType(16), k), [0] * k)
+    for i, at in enumerate(offsets):
+        h = _load(builder, builder.gep(p, [ir.Constant(I32, at)]), ir.IntType(16))
+        v = builder.insert_element(v, h, ir.Constant(I32, i))
+    return builder.fpext(builder.bitcast(v, _vec(ir.HalfType(), k)), _vec(F32, k))
+
+
+def _legacy_values(builder, wp, kind, unsigned):
+    """<32 x i8> values of the weight block at wp: signed (value offset applied), or unsigned as stored
+    (Q8_0: flipped by 128) for the VNNI form, which subtracts offset * sum(x) afterwards."""
+    _, _, at_qh, at_qs, offset, _ = LEGACY_LAYOUT[kind]
+    if kind == "q8_0":
+        a = _bytes(builder, wp, 32, at_qs)
+        return builder.xor(a, _splat(I8, 32, 128)) if unsigned else a
+    a = _nibbles(builder, _bytes(builder, wp, 16, at_qs))
+    if at_qh is not None:
+        a = builder.or_(a, _qh32_bits(builder, builder.gep(wp, [ir.Constant(I32, at_qh)])))
+    return builder.sub(a, _splat(I8, 32, offset)) if offset and not unsigned else a
+
+
+def _vpdpbusd(builder, acc, a, x):
+    """acc + sums of 4 adjacent u8(a) * i8(x) products: one AVX512-VNNI/AVX-VNNI instruction."""
+    v8 = _vec(I32, 8)
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8, v8]),
+                                        "llvm.x86.avx512.vpdpbusd.256")
+    return builder.call(fn, [acc, builder.bitcast(a, v8), builder.bitcast(x, v8)])
+
+
+def _block_partials(builder, wp, xv, kind):
+    """Partial integer sums (<8 or <16 x i32>) of one block's value_j * x_j, exact."""
+    if not HAVE_VNNI:
+        return _pair_sums(builder, _legacy_values(builder, wp, kind, False), xv)
+    zero = ir.Constant(_vec(I32, 8), [0] * 8)
+    dot = _vpdpbusd(builder, zero, _legacy_values(builder, wp, kind, True), xv)
+    offset = 128 if kind == "q8_0" else LEGACY_LAYOUT[kind][4]
+    if not offset:
+        return dot
+    sum_x = _vpdpbusd(builder, zero, _splat(I8, 32, 1), xv)
+    return builder.sub(dot, builder.mul(sum_x, _splat(I32, 8, offset)))
+
+
+def _legacy_blocks(kind, k):
+    """Intrinsic (w, wo, x, xo, acc) -> float32: acc plus the k consecutive blocks starting at w[wo] and
+    x[xo], each added as ggml_vec_dot_<kind>_q8_x_generic does (same products, same order)."""
+    ws, at_m, _, _, _, xs = LEGACY_LAYOUT[kind]
+    xq_at = 2 if xs == 34 else 4
+
+    def typer(typingctx, w, wo, x, xo, acc):
         if not _i8_arrays(w, x):
             return None
 
         def codegen(context, builder, sig, args):
             wp = _ptr(context, builder, sig.args[0], args[0], args[1])
-            xv = _bytes(builder, _ptr(context, builder, sig.args[2], args[2], args[3]), 32)
-            if kind == "q8":
-                a = _bytes(builder, wp, 32)
-            elif kind in ("q4_0", "q4_1"):
-                a = _nibbles(builder, _bytes(builder, wp, 16))
-            else:
-                a = builder.or_(_nibbles(builder, _bytes(builder, wp, 16, 4)), _qh32_bits(builder, wp))
+            xp = _ptr(context, builder, sig.args[2], args[2], args[3])
+            pairs = []
+            for i in range(k):
+                pairs.append(_block_partials(builder, builder.gep(wp, [ir.Constant(I32, i * ws)]),
+                                             _bytes(builder, xp, 32, i * xs + xq_at), kind))
+            sumi = builder.sitofp(_reduce_many(builder, pairs) if k > 1 else
+                                  builder.insert_element(ir.Constant(_vec(I32, 1), [0]),
+                                                         _reduce_add(builder, pairs[0]), ir.Constant(I32, 0)),
+                                  _vec(F32, k))
+            dw = _halves(builder, wp, [i * ws for i in range(k)])
+            dx = _halves(builder, xp, [i * xs for i in range(k)])
             if kind == "q4_0":
-                a = builder.sub(a, _splat(I8, 32, 8))
-            elif kind == "q5_0":
-                a = builder.sub(a, _splat(I8, 32, 16))
-            # unsigned 5-bit values (<= 31) stay non-negative as i8, so the signed product is right
-            return _reduce_add(builder, _products(builder, a, xv))
-        return types.int32(w, types.intp, x, types.intp), codegen
+                terms = builder.fmul(builder.fmul(sumi, dw), dx)
+            elif kind == "q8_0":
+                terms = builder.fmul(sumi, builder.fmul(dw, dx))
+            else:
+                terms = builder.fmul(builder.fmul(dw, dx), sumi)
+            if at_m is not None:
+                m = _halves(builder, wp, [i * ws + at_m for i in range(k)])
+                s = _halves(builder, xp, [i * xs + 2 for i in range(k)])
+                terms = builder.fadd(terms, builder.fmul(m, s))
+            total = args[4]
+            for i in range(k):
+                total = builder.fadd(total, builder.extract_element(terms, ir.Constant(I32, i)))
+            return total
+        return types.float32(w, types.intp, x, types.intp, types.float32), codegen
     return intrinsic(typer)
 
 
-dot_q4_0_block = _block_dot("q4_0")
-dot_q4_1_block = _block_dot("q4_1")
-dot_q5_0_block = _block_dot("q5_0")
-dot_q5_1_block = _block_dot("q5_1")
-dot_q8_0_block = _block_dot("q8")
+BLOCKS_PER_STEP = 4
+dot4_q4_0, dot1_q4_0 = _legacy_blocks("q4_0", 4), _legacy_blocks("q4_0", 1)
+dot4_q4_1, dot1_q4_1 = _legacy_blocks("q4_1", 4), _legacy_blocks("q4_1", 1)
+dot4_q5_0, dot1_q5_0 = _legacy_blocks("q5_0", 4), _legacy_blocks("q5_0", 1)
+dot4_q5_1, dot1_q5_1 = _legacy_blocks("q5_1", 4), _legacy_blocks("q5_1", 1)
+dot4_q8_0, dot1_q8_0 = _legacy_blocks("q8_0", 4), _legacy_blocks("q8_0", 1)
 
 
 # ---- 256-value super-blocks × Q8_K activations --------------------------------------------------
