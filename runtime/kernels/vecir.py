@@ -88,7 +88,7 @@ def _products(builder, a, x):
 
 
 def _fold8(builder, v):
-    """Sum a <16 x i32> or <32 x i32> vector down to <8 x i32>: lane l gets the elements l, l+8, ..."""
+    """Sum a 16- or 32-element vector down to 8 elements: element l gets v[l] + v[l+8] + ..."""
     parts = [_slice(builder, v, k, 8) for k in range(0, v.type.count, 8)]
     acc = parts[0]
     for part in parts[1:]:
@@ -291,17 +291,18 @@ def _splat_lane(builder, v, i):
 def _scaled_lanes(builder, chunks, xp, scales):
     """ggml's aux32[8] of a super-block: lane l = sum over values e = l (mod 8) of scale(e) * a_e * x_e.
     chunks: 8 <32 x i8> value vectors in order; xp: i8* to the Q8_K block's qs; scales: <8 x i32> (one
-    per 32 values) or <16 x i32> (one per 16)."""
+    per 32 values) or <16 x i32> (one per 16). The products and the fold to 8 lanes stay in i16: at most
+    4 products of |a| <= 32 and |x| <= 128 are added before widening, which fits."""
     per16 = scales.type.count == 16
     acc = ir.Constant(_vec(I32, 8), [0] * 8)
     for c, a in enumerate(chunks):
-        p = _products(builder, a, _bytes(builder, xp, 32, 32 * c))
-        if per16:
-            for h in range(2):
-                part = _fold8(builder, _slice(builder, p, 16 * h, 16))
-                acc = builder.add(acc, builder.mul(part, _splat_lane(builder, scales, 2 * c + h)))
-        else:
-            acc = builder.add(acc, builder.mul(_fold8(builder, p), _splat_lane(builder, scales, c)))
+        x16 = builder.sext(_bytes(builder, xp, 32, 32 * c), _vec(I16, 32))
+        p = builder.mul(builder.sext(a, _vec(I16, 32)), x16)
+        groups = [(_slice(builder, p, 0, 16), 2 * c), (_slice(builder, p, 16, 16), 2 * c + 1)] if per16 else [(p, c)]
+        for part, scale_index in groups:
+            folded = _fold8(builder, part)
+            lanes = builder.sext(folded, _vec(I32, 8))
+            acc = builder.add(acc, builder.mul(lanes, _splat_lane(builder, scales, scale_index)))
     return acc
 
 
