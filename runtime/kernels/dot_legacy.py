@@ -8,6 +8,7 @@ actquant). Blocks go four at a time through vecir's vector IR: exact integer sum
 reduction, then the float combination of ggml-cpu/quants.c's generic ggml_vec_dot_<t>_q8_<k>_generic literally, per block and in the same
 order, so every output equals that scalar C code compiled without FP contraction. matmat runs the same
 row function per token, so it equals matvec bit for bit; the row's weights stay in L1 across tokens.
+Numba's cache does not see edits to vecir: after changing it, touch this file (or clear the cache).
 """
 from __future__ import annotations
 

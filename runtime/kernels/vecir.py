@@ -31,6 +31,8 @@ def _host_has_vnni() -> bool:
 
 
 HAVE_VNNI = _host_has_vnni()
+# x86 pmaddubsw/pmaddwd on 256-bit vectors for the k-quant lanes; GGQ_NO_MADD=1 forces the generic IR
+HAVE_MADD = "+avx2" in llvm.get_host_cpu_features().flatten().split(",") and not os.environ.get("GGQ_NO_MADD")
 F32 = ir.FloatType()
 
 
@@ -306,11 +308,54 @@ def _scaled_lanes(builder, chunks, xp, scales):
     return acc
 
 
+def _x86_call(builder, name, ret, a, b):
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, [a.type, b.type]), name)
+    return builder.call(fn, [a, b])
+
+
+# byte order that puts the pairs (l, l+8) and (l+16, l+24) of a 32-value chunk next to each other, so
+# that pmaddubsw's i16 pair sums 2l and 2l+1 both belong to ggml's lane l (values e = l mod 8)
+_LANE_PAIRS = [e for l in range(8) for e in (l, l + 8, l + 16, l + 24)]
+
+
+def _scaled_lanes_madd(builder, chunks, offset, xp, scales):
+    """_scaled_lanes with x86's pmaddubsw (u8 x i8 -> i16 pair sums) and pmaddwd (i16 x scale, pairs
+    summed to i32): chunks hold the unsigned stored values, ggml's value being stored - offset, so
+    offset * (the same sums over x alone) is subtracted. No i16 saturation: a pair sum is at most
+    2 * 63 * 128."""
+    per16 = scales.type.count == 16
+    order = ir.Constant(_vec(I32, 32), _LANE_PAIRS)
+    s16 = builder.trunc(scales, _vec(I16, scales.type.count))
+    acc = ir.Constant(_vec(I32, 8), [0] * 8)
+    acc_x = acc
+    for c, a in enumerate(chunks):
+        x = builder.shuffle_vector(_bytes(builder, xp, 32, 32 * c), _vec_undef(I8, 32), order)
+        a = builder.shuffle_vector(a, _vec_undef(I8, 32), order)
+        idx = [2 * c, 2 * c + 1] * 8 if per16 else [c] * 16
+        sc = builder.shuffle_vector(s16, s16, ir.Constant(_vec(I32, 16), idx))
+        pairs = _x86_call(builder, "llvm.x86.avx2.pmadd.ub.sw", _vec(I16, 16), a, x)
+        acc = builder.add(acc, _x86_call(builder, "llvm.x86.avx2.pmadd.wd", _vec(I32, 8), pairs, sc))
+        if offset:
+            pairs_x = _x86_call(builder, "llvm.x86.avx2.pmadd.ub.sw", _vec(I16, 16), _splat(I8, 32, 1), x)
+            acc_x = builder.add(acc_x, _x86_call(builder, "llvm.x86.avx2.pmadd.wd", _vec(I32, 8), pairs_x, sc))
+    if offset:
+        acc = builder.sub(acc, builder.mul(acc_x, _splat(I32, 8, offset)))
+    return acc
+
+
+def _vec_undef(t, n):
+    return ir.Constant(_vec(t, n), ir.Undefined)
+
+
 def _shift_mask(builder, q, shift, mask):
     n = q.type.count
     if shift:
         q = builder.lshr(q, _splat(I8, n, shift))
     return builder.and_(q, _splat(I8, n, mask))
+
+
+# value offsets: the chunk generators below return the stored unsigned values; ggml's are these minus
+K_OFFSET = {"q2_k": 0, "q3_k": 4, "q4_k": 0, "q5_k": 0, "q6_k": 32}
 
 
 def _chunks_q2_k(builder, wp):
@@ -324,8 +369,8 @@ def _chunks_q3_k(builder, wp):
     for h in range(2):
         q = _bytes(builder, wp, 32, 32 + 32 * h)
         for s in range(4):
-            # value = ((q >> 2s) & 3) - 4, plus 4 back where the high-mask bit is set
-            low = builder.sub(_shift_mask(builder, q, 2 * s, 3), _splat(I8, 32, 4))
+            # stored value ((q >> 2s) & 3) | 4 * hmask bit; ggml's value is that minus 4 (K_OFFSET)
+            low = _shift_mask(builder, q, 2 * s, 3)
             chunks.append(builder.add(low, _bit_select(builder, hm, _splat(I8, 32, 1 << (4 * h + s)), 4)))
     return chunks
 
@@ -351,49 +396,122 @@ def _chunks_q6_k(builder, wp):
         for s, (ql, nib_shift) in enumerate(((ql0, 0), (ql1, 0), (ql0, 4), (ql1, 4))):
             high = builder.shl(_shift_mask(builder, qh, 2 * s, 3), _splat(I8, 32, 4))
             value = builder.or_(_shift_mask(builder, ql, nib_shift, 15), high)
-            chunks.append(builder.sub(value, _splat(I8, 32, 32)))
+            chunks.append(value)  # ggml's value is this minus 32 (K_OFFSET)
     return chunks
 
 
-def _block_scales(builder, wp, kind):
-    """Scales stored plainly in the block: Q2_K low nibbles of bytes 0..15, Q6_K int8 at byte 192."""
-    if kind == "q2_k":
-        return builder.zext(_shift_mask(builder, _bytes(builder, wp, 16), 0, 15), _vec(I32, 16))
-    return builder.sext(_bytes(builder, wp, 16, 192), _vec(I32, 16))
+def _shuffle(builder, v, idx):
+    """Pick elements idx of v."""
+    return builder.shuffle_vector(v, _vec_undef(v.type.element, v.type.count), ir.Constant(_vec(I32, len(idx)), idx))
+
+
+def _scales_k4(builder, wp):
+    """Q4_K/Q5_K: the 8 6-bit scales and 8 mins packed in bytes 4..15 (get_scale_min_k4), <8 x i32> each."""
+    q = _bytes(builder, wp, 16, 4)  # 12 scale bytes, then 4 bytes of the block's next field
+    first4 = ir.Constant(_vec(ir.IntType(1), 8), [1] * 4 + [0] * 4)
+
+    def pick(low_idx, high_idx, low_mask, high_shift):
+        a = _shuffle(builder, q, low_idx)
+        b = _shuffle(builder, q, high_idx)
+        top = builder.shl(builder.lshr(b, _splat(I8, 8, 6)), _splat(I8, 8, 4))
+        packed = builder.or_(_shift_mask(builder, a, high_shift, 0xF), top)
+        return builder.zext(builder.select(first4, builder.and_(a, _splat(I8, 8, low_mask)), packed), _vec(I32, 8))
+    scales = pick([0, 1, 2, 3, 8, 9, 10, 11], [0, 0, 0, 0, 0, 1, 2, 3], 63, 0)
+    mins = pick([4, 5, 6, 7, 8, 9, 10, 11], [4, 4, 4, 4, 4, 5, 6, 7], 63, 4)
+    return scales, mins
+
+
+def _scales_q3_k(builder, wp):
+    """Q3_K: 16 6-bit scales in bytes 96..107 (low nibbles, then 2-bit high parts), minus 32, <16 x i32>."""
+    low8 = _bytes(builder, wp, 8, 96)
+    high4 = _bytes(builder, wp, 4, 104)
+    lo = _shuffle(builder, low8, list(range(8)) * 2)
+    first8 = ir.Constant(_vec(ir.IntType(1), 16), [1] * 8 + [0] * 8)
+    lo = builder.select(first8, builder.and_(lo, _splat(I8, 16, 15)), builder.lshr(lo, _splat(I8, 16, 4)))
+    hi = builder.lshr(_shuffle(builder, high4, [0, 1, 2, 3] * 4),
+                      ir.Constant(_vec(I8, 16), [2 * (j // 4) for j in range(16)]))
+    value = builder.or_(lo, builder.shl(builder.and_(hi, _splat(I8, 16, 3)), _splat(I8, 16, 4)))
+    return builder.sub(builder.zext(value, _vec(I32, 16)), _splat(I32, 16, 32))
+
+
+def _bsums_dot(builder, xp, weights16):
+    """sum_j bsums[j] * weights16[j] over the Q8_K block at xp (its 16 int16 bsums at byte 260)."""
+    bsums = builder.sext(_load(builder, builder.gep(xp, [ir.Constant(I32, 260)]), _vec(I16, 16)), _vec(I32, 16))
+    return _reduce_add(builder, builder.mul(bsums, weights16))
+
+
+def _half_at(builder, p, at):
+    h = _load(builder, builder.gep(p, [ir.Constant(I32, at)]), ir.IntType(16))
+    return builder.fpext(builder.bitcast(h, ir.HalfType()), F32)
+
+
+def _add_lanes(builder, sums_p, d, lanes):
+    """sums[l] += d * (float)aux32[l], elementwise (ggml's order; no fused multiply-add)."""
+    ptr = builder.bitcast(sums_p, _vec(F32, 8).as_pointer())
+    splat = builder.shuffle_vector(builder.insert_element(_vec_undef(F32, 8), d, ir.Constant(I32, 0)),
+                                   _vec_undef(F32, 8), ir.Constant(_vec(I32, 8), [0] * 8))
+    new = builder.fadd(builder.load(ptr, align=4), builder.fmul(splat, builder.sitofp(lanes, _vec(F32, 8))))
+    builder.store(new, ptr, align=4)
+
+
+def _lanes(builder, kind, wp, xq, scales):
+    offset = K_OFFSET[kind]
+    chunks = {"q2_k": _chunks_q2_k, "q3_k": _chunks_q3_k, "q6_k": _chunks_q6_k}.get(kind)
+    chunks = chunks(builder, wp) if chunks else _chunks_q45_k(builder, wp, kind == "q5_k")
+    if HAVE_MADD:
+        return _scaled_lanes_madd(builder, chunks, offset, xq, scales)
+    if offset:
+        chunks = [builder.sub(c, _splat(I8, 32, offset)) for c in chunks]
+    return _scaled_lanes(builder, chunks, xq, scales)
 
 
 def _superblock(kind):
-    """Intrinsic (w, wo, x, xo, sc, lanes) -> int32 for one super-block at w[wo] and the Q8_K block at
-    x[xo]. Writes ggml's aux32 lanes to lanes[0:8] (int32 array) and returns their sum (Q2_K's isum).
-    sc (int32 array): the decoded scales for Q3_K (16, already minus 32) and Q4_K/Q5_K (8); unused by
-    Q2_K and Q6_K, whose scales are read from the block."""
-    def typer(typingctx, w, wo, x, xo, sc, lanes):
+    """Intrinsic (w, wo, x, xo, sums, sumf) -> float32: one super-block at w[wo] dotted with the Q8_K
+    block at x[xo], as one iteration of ggml_vec_dot_<kind>_q8_K_generic: updates the 8 float lane
+    sums in sums[0:8] (float32 array; Q2_K leaves it alone) and returns sumf with this block's scalar
+    term (Q2_K: dall * isum - dmin * summs; Q4_K/Q5_K: - dmin * sumi) applied."""
+    def typer(typingctx, w, wo, x, xo, sums, sumf):
         if not _i8_arrays(w, x):
             return None
 
         def codegen(context, builder, sig, args):
             wp = _ptr(context, builder, sig.args[0], args[0], args[1])
-            xp = builder.gep(_ptr(context, builder, sig.args[2], args[2], args[3]), [ir.Constant(I32, 4)])
-            scp = _ptr(context, builder, sig.args[4], args[4], ir.Constant(ir.IntType(64), 0))
+            xp = _ptr(context, builder, sig.args[2], args[2], args[3])
+            sums_p = _ptr(context, builder, sig.args[4], args[4], ir.Constant(ir.IntType(64), 0))
+            xq = builder.gep(xp, [ir.Constant(I32, 4)])
+            yd = _load(builder, xp, F32)
+            sumf = args[5]
             if kind == "q2_k":
-                chunks, scales = _chunks_q2_k(builder, wp), _block_scales(builder, wp, kind)
-            elif kind == "q3_k":
-                chunks, scales = _chunks_q3_k(builder, wp), _load(builder, scp, _vec(I32, 16))
+                scale_bytes = _bytes(builder, wp, 16)
+                scales = builder.zext(builder.and_(scale_bytes, _splat(I8, 16, 15)), _vec(I32, 16))
+                isum = _reduce_add(builder, _lanes(builder, kind, wp, xq, scales))
+                summs = _bsums_dot(builder, xp, builder.zext(builder.lshr(scale_bytes, _splat(I8, 16, 4)),
+                                                             _vec(I32, 16)))
+                dall = builder.fmul(yd, _half_at(builder, wp, 80))
+                dmin = builder.fmul(yd, _half_at(builder, wp, 82))
+                term = builder.fsub(builder.fmul(dall, builder.sitofp(isum, F32)),
+                                    builder.fmul(dmin, builder.sitofp(summs, F32)))
+                return builder.fadd(sumf, term)
+            if kind == "q3_k":
+                scales, d_at = _scales_q3_k(builder, wp), 108
             elif kind == "q6_k":
-                chunks, scales = _chunks_q6_k(builder, wp), _block_scales(builder, wp, kind)
+                scales, d_at = builder.sext(_bytes(builder, wp, 16, 192), _vec(I32, 16)), 208
             else:
-                chunks = _chunks_q45_k(builder, wp, kind == "q5_k")
-                scales = _load(builder, scp, _vec(I32, 8))
-            acc = _scaled_lanes(builder, chunks, xp, scales)
-            lp = _ptr(context, builder, sig.args[5], args[5], ir.Constant(ir.IntType(64), 0))
-            builder.store(acc, builder.bitcast(lp, acc.type.as_pointer()), align=1)
-            return _reduce_add(builder, acc)
-        return types.int32(w, types.intp, x, types.intp, sc, lanes), codegen
+                scales, mins = _scales_k4(builder, wp)
+                d_at = 0
+            _add_lanes(builder, sums_p, builder.fmul(_half_at(builder, wp, d_at), yd),
+                       _lanes(builder, kind, wp, xq, scales))
+            if kind in ("q4_k", "q5_k"):
+                sumi = _bsums_dot(builder, xp, _shuffle(builder, mins, [j // 2 for j in range(16)]))
+                dmin = builder.fmul(_half_at(builder, wp, 2), yd)
+                sumf = builder.fsub(sumf, builder.fmul(dmin, builder.sitofp(sumi, F32)))
+            return sumf
+        return types.float32(w, types.intp, x, types.intp, sums, types.float32), codegen
     return intrinsic(typer)
 
 
-lanes_q2_k = _superblock("q2_k")
-lanes_q3_k = _superblock("q3_k")
-lanes_q4_k = _superblock("q4_k")
-lanes_q5_k = _superblock("q5_k")
-lanes_q6_k = _superblock("q6_k")
+block_q2_k = _superblock("q2_k")
+block_q3_k = _superblock("q3_k")
+block_q4_k = _superblock("q4_k")
+block_q5_k = _superblock("q5_k")
+block_q6_k = _superblock("q6_k")
