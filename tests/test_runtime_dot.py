@@ -210,3 +210,62 @@ def test_table_pairs_as_ggml_vec_dot_type():
     assert {t: fmt for t, (fmt, _) in DOT_TYPES.items()} == {
         "Q4_0": "Q8_0", "Q4_1": "Q8_1", "Q5_0": "Q8_0", "Q5_1": "Q8_1", "Q8_0": "Q8_0",
         "Q2_K": "Q8_K", "Q3_K": "Q8_K", "Q4_K": "Q8_K", "Q5_K": "Q8_K", "Q6_K": "Q8_K"}
+
+
+# ---- ggml's generic float order, exactly (Q4_K, Q6_K) ---------------------------------------------
+def _q4_k_ints(w):
+    """Per super-block: values a[256] (0..15), scale and min per 32 values, d, dmin (get_scale_min_k4)."""
+    b = w.reshape(w.shape[0], -1, 144)
+    d = b[..., 0:2].copy().view(np.float16).astype(np.float32)[..., 0]
+    dmin = b[..., 2:4].copy().view(np.float16).astype(np.float32)[..., 0]
+    q = b[..., 4:16].astype(np.int64)
+    sc = np.concatenate([q[..., 0:4] & 63, (q[..., 8:12] & 15) | ((q[..., 0:4] >> 6) << 4)], axis=-1)
+    mn = np.concatenate([q[..., 4:8] & 63, (q[..., 8:12] >> 4) | ((q[..., 4:8] >> 6) << 4)], axis=-1)
+    qs = b[..., 16:].astype(np.int64).reshape(*b.shape[:2], 4, 32)
+    a = np.stack([qs & 15, qs >> 4], axis=3).reshape(*b.shape[:2], 256)
+    return a, np.repeat(sc, 32, axis=-1), mn, d, dmin
+
+
+def _q6_k_ints(w):
+    """Per super-block: values a[256] (-32..31), int8 scale per 16 values, d."""
+    b = w.reshape(w.shape[0], -1, 210)
+    ql = b[..., :128].astype(np.int64).reshape(*b.shape[:2], 2, 64)
+    qh = b[..., 128:192].astype(np.int64).reshape(*b.shape[:2], 2, 32)
+    parts = [(ql[..., :32] & 15) | ((qh >> 0) & 3) << 4, (ql[..., 32:] & 15) | ((qh >> 2) & 3) << 4,
+             (ql[..., :32] >> 4) | ((qh >> 4) & 3) << 4, (ql[..., 32:] >> 4) | ((qh >> 6) & 3) << 4]
+    a = np.stack(parts, axis=3).reshape(*b.shape[:2], 256) - 32
+    scales = b[..., 192:208].view(np.int8).astype(np.int64)
+    d = b[..., 208:210].copy().view(np.float16).astype(np.float32)[..., 0]
+    return a, np.repeat(scales, 16, axis=-1), d
+
+
+@pytest.mark.parametrize("wtype", ["Q4_K", "Q6_K"])
+def test_kquant_matvec_follows_ggml_generic_float_order(wtype):
+    """Bit-exact against a float32 numpy transcription of ggml_vec_dot_<t>_q8_K_generic (8 float lane
+    sums, lane = value index mod 8). The integer unpacking here is checked against gguf's dequantize."""
+    _, matvec, _ = dot_kernels(wtype)
+    w = _weights(wtype, 19, 768)
+    xq = quantize_activations(_activations(768), "Q8_K").reshape(-1, 292)
+    if wtype == "Q4_K":
+        a, scale, mins, d, dmin = _q4_k_ints(w)
+        values = d[..., None] * scale * a - (dmin[..., None] * np.repeat(mins, 32, axis=-1))
+    else:
+        a, scale, d = _q6_k_ints(w)
+        values = d[..., None] * (scale * a)
+    assert np.allclose(values.reshape(w.shape[0], -1), gguf_dequantize(w, GT[wtype]), rtol=1e-6, atol=1e-6)
+    yd = xq[:, :4].copy().view(np.float32)[:, 0]
+    yq = xq[:, 4:260].view(np.int8).astype(np.int64)
+    bsums = xq[:, 260:].copy().view(np.int16).astype(np.int64)
+    aux32 = (scale * a * yq[None]).reshape(w.shape[0], -1, 32, 8).sum(axis=2)  # [rows, blocks, lane]
+    sums = np.zeros((w.shape[0], 8), np.float32)
+    sumf = np.zeros(w.shape[0], np.float32)
+    for i in range(a.shape[1]):
+        sums += (d[:, i] * yd[i])[:, None] * aux32[:, i].astype(np.float32)
+        if wtype == "Q4_K":
+            sumi = (bsums[i][None] * np.repeat(mins[:, i], 2, axis=-1)).sum(axis=-1).astype(np.float32)
+            sumf -= (dmin[:, i] * yd[i]) * sumi
+    for lane in range(8):
+        sumf += sums[:, lane]
+    out = np.empty(w.shape[0], np.float32)
+    matvec(w, xq.reshape(-1), out)
+    assert np.array_equal(out, sumf)
