@@ -113,11 +113,12 @@ def _bit_select(builder, bits, masks, value):
 
 
 def _qh32_bits(builder, p):
-    """Q5_0/Q5_1: bit e of the little-endian u32 at p, as 16 or 0 for the 32 values e of the block."""
-    qh = _load(builder, p, I32)
-    splat = builder.insert_element(ir.Constant(_vec(I32, 32), [0] * 32), qh, ir.Constant(I32, 0))
-    splat = builder.shuffle_vector(splat, splat, ir.Constant(_vec(I32, 32), [0] * 32))
-    return _bit_select(builder, splat, ir.Constant(_vec(I32, 32), [_signed(I32, 1 << e) for e in range(32)]), 16)
+    """Q5_0/Q5_1: bit e of the little-endian u32 at p, as 16 or 0 for the 32 values e of the block
+    (byte e of a broadcast of the 4 bytes, tested against bit e % 8)."""
+    qh = _bytes(builder, p, 4)
+    spread = builder.shuffle_vector(qh, _vec_undef(I8, 4), ir.Constant(_vec(I32, 32), [e // 8 for e in range(32)]))
+    masks = ir.Constant(_vec(I8, 32), [_signed(I8, 1 << (e % 8)) for e in range(32)])
+    return _bit_select(builder, spread, masks, 16)
 
 
 def _i8_arrays(*arrays):
