@@ -92,29 +92,58 @@ def _sampling_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="a .gguf model")
+    p.add_argument("model", help="a .gguf file, a Hugging Face checkpoint folder or a hub repo id (org/name; "
+                   "converted once to q4_k_m and cached)")
+    p.add_argument("--revision", help="hub branch, tag or commit of a hub repo id")
     p.add_argument("-p", "--prompt", help="answer this one prompt and exit (through the chat template if the "
                    "model has one); without -p: interactive chat")
-    p.add_argument("-n", "--n-predict", type=int, default=-1, help="most tokens to generate (default -1: until "
+    p.add_argument("-n", "--n-predict", "--max-tokens", dest="n_predict", type=int, default=-1, help="most tokens to generate (default -1: until "
                    "the end of the answer or of the context)")
     _sampling_args(p)
     p.add_argument("-c", "--ctx-size", type=int, default=None, help="context size (default: model's, at most 4096)")
     p.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
     p.add_argument("--system", help="system prompt")
-    p.add_argument("--chat-template", help="Jinja chat template to use instead of the model's")
+    p.add_argument("--chat-template", metavar="FILE|TEMPLATE",
+                   help="Jinja chat template (a file, or the template text) to use instead of the model's")
     p.add_argument("--no-template", action="store_true", help="with -p: continue the raw prompt text")
+
+
+def _chat_template(value: str | None) -> str | None:
+    """--chat-template: the text of a file when it names one, else the template itself."""
+    import os
+    if not value or not os.path.isfile(value):
+        return value
+    try:
+        with open(value, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise GGQError(f"cannot read chat template: {e}", value) from None
+
+
+def _interactive(model, path, settings: dict, system: str | None) -> int:
+    from ggq.runtime.repl import ChatSession, chat_loop
+    if not model.has_chat_template:
+        raise GGQError("model has no chat template: pass --chat-template FILE|TEMPLATE "
+                       "(or use -p with --no-template for raw text)", path)
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+    except ImportError:
+        pass
+    chat_loop(ChatSession(model, settings, system=system))
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     import ggq
-    model = ggq.load(args.model, threads=args.threads, ctx_size=args.ctx_size, chat_template=args.chat_template)
+    from ggq.runtime.resolve import resolve_model
+    path = resolve_model(args.model, args.revision)
+    model = ggq.load(path, threads=args.threads, ctx_size=args.ctx_size,
+                     chat_template=_chat_template(args.chat_template))
     max_tokens = args.n_predict if args.n_predict >= 0 else model.transformer.ctx_size
     sampling = dict(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                     repeat_penalty=args.repeat_penalty, seed=args.seed)
     if args.prompt is None:
-        from ggq.runtime.repl import ChatSession, chat_loop
-        chat_loop(ChatSession(model, dict(sampling, max_tokens=max_tokens), system=args.system))
-        return 0
+        return _interactive(model, path, dict(sampling, max_tokens=max_tokens), args.system)
     if args.no_template or not model.has_chat_template:
         pieces = model.stream(args.prompt, max_tokens=max_tokens, **sampling)
     else:

@@ -12,8 +12,11 @@ how to leave, like Ollama.
 """
 from __future__ import annotations
 
+import math
 import sys
 from typing import Callable, TextIO
+
+from ggq.errors import GGQError
 
 PROMPT, CONTINUE = ">>> ", "... "
 HELP = """Commands:
@@ -24,11 +27,36 @@ HELP = """Commands:
   /bye               leave
 Start and end a multi-line message with a line of three double quotes (\"\"\")."""
 
-# /set names -> (keyword of Model.chat_stream, parser)
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _finite(text)
+    if value <= 0:
+        raise ValueError(text)
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+def _seed(text: str) -> int | None:
+    return None if text.lower() in ("none", "random") else int(text)
+
+
+# /set names -> (keyword of Model.chat_stream, parser raising ValueError on a bad value)
 SETTINGS: dict[str, tuple[str, Callable[[str], object]]] = {
-    "temp": ("temperature", float), "temperature": ("temperature", float), "top_k": ("top_k", int),
-    "top_p": ("top_p", float), "min_p": ("min_p", float), "repeat_penalty": ("repeat_penalty", float),
-    "seed": ("seed", int), "max_tokens": ("max_tokens", int),
+    "temp": ("temperature", _finite), "temperature": ("temperature", _finite), "top_k": ("top_k", int),
+    "top_p": ("top_p", _finite), "min_p": ("min_p", _finite), "repeat_penalty": ("repeat_penalty", _positive),
+    "seed": ("seed", _seed), "max_tokens": ("max_tokens", _count),
 }
 
 
@@ -89,18 +117,28 @@ def run_command(session: ChatSession, line: str, out: TextIO) -> bool:
 
 
 def answer(session: ChatSession, text: str, out: TextIO) -> None:
-    """Stream the model's answer to `text`; Ctrl-C stops it, keeping what was said so far."""
-    session.messages.append({"role": "user", "content": text})
+    """Stream the model's answer to `text`; Ctrl-C stops it, keeping what was said so far in the
+    conversation. A GGQError (template, context full) is printed and the turn is dropped."""
     pieces: list[str] = []
+    stream = None
     try:
-        for piece in session.model.chat_stream(session.conversation(), **session.settings):
+        stream = session.model.chat_stream(session.conversation() + [{"role": "user", "content": text}],
+                                           **session.settings)
+        for piece in stream:
             pieces.append(piece)
             out.write(piece)
             out.flush()
     except KeyboardInterrupt:
         out.write(" [stopped]")
+    except GGQError as e:
+        out.write(f"\nggq: {e}\n\n")
+        return
+    finally:
+        if stream is not None and hasattr(stream, "close"):
+            stream.close()  # a generator stopped at a yield: the KV cache already holds what it ran
+    session.messages += [{"role": "user", "content": text}, {"role": "assistant", "content": "".join(pieces)}]
     out.write("\n\n")
-    session.messages.append({"role": "assistant", "content": "".join(pieces)})
+    out.flush()
 
 
 def chat_loop(session: ChatSession, read_line: Callable[[str], str] = input, out: TextIO = sys.stdout) -> None:
@@ -114,11 +152,15 @@ def chat_loop(session: ChatSession, read_line: Callable[[str], str] = input, out
             return
         except KeyboardInterrupt:
             out.write("\nUse /bye or Ctrl-D to leave.\n")
+            out.flush()
             continue
         if not text.strip():
             continue
-        if text.lstrip().startswith("/"):
-            if not run_command(session, text.strip(), out):
-                return
-            continue
-        answer(session, text, out)
+        try:
+            if text.lstrip().startswith("/"):
+                if not run_command(session, text.strip(), out):
+                    return
+                continue
+            answer(session, text, out)
+        except KeyboardInterrupt:  # a second Ctrl-C while the first one is being handled
+            out.write("\nUse /bye or Ctrl-D to leave.\n")
