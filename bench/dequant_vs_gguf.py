@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from gguf import GGMLQuantizationType, quants as gguf_quants
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parents[1]))
 from bench.quant_quality import source_weights  # noqa: E402
 from bench.results import command_line, machine, markdown_table, write_section  # noqa: E402
 from ggq import quants  # noqa: E402

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from gguf import GGUFReader
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parents[1]))
 from bench.reference_files import ensure  # noqa: E402
 from bench.results import command_line, git_revision, machine, markdown_table, write_section  # noqa: E402
 

@@ -9,6 +9,7 @@ Cache: $GGQ_LLAMACPP_CACHE, else ~/.cache/ggq-llamacpp.
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 import tarfile
@@ -41,19 +42,35 @@ def source_dir() -> Path:
     return marker.parent
 
 
+def _no_amx_flags() -> list[str]:
+    """On x86, compile without AMX: ggml's AMX matmul (picked by -march=native on Sapphire Rapids and
+    later) dies with SIGSEGV in every tool on hosts that do not grant the process AMX tile state (seen
+    on this project's Xeon machines). Explicit -mno-* flags win over -march=native in GCC and Clang."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return []
+    flags = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    return [f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}"]
+
+
+def _cmake_args(src: Path, build_dir: Path) -> list[str]:
+    return ["cmake", "-S", str(src), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release", *_no_amx_flags(),
+            "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF", "-DGGML_CUDA=OFF", "-DGGML_METAL=OFF",
+            "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DBUILD_SHARED_LIBS=OFF"]
+
+
 def build(jobs: int | None = None) -> Path:
-    """Configure and build the tools; reuse an existing build."""
-    bin_dir = CACHE / "build" / "bin"
-    if all((bin_dir / t).is_file() for t in TOOLS):
-        return bin_dir
-    src = source_dir()
+    """Configure and build the tools; reuse an existing build made with the same cmake options."""
     build_dir = CACHE / "build"
-    subprocess.run(["cmake", "-S", str(src), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release",
-                    "-DGGML_NATIVE=ON", "-DLLAMA_CURL=OFF", "-DGGML_CUDA=OFF", "-DGGML_METAL=OFF",
-                    "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DBUILD_SHARED_LIBS=OFF"],
-                   check=True, stdout=subprocess.DEVNULL)
+    bin_dir = build_dir / "bin"
+    stamp = build_dir / "ggq-cmake-args.txt"
+    args = _cmake_args(CACHE / "src" / "vendor" / "llama.cpp", build_dir)
+    if stamp.is_file() and stamp.read_text() == " ".join(args) and all((bin_dir / t).is_file() for t in TOOLS):
+        return bin_dir
+    source_dir()
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
     subprocess.run(["cmake", "--build", str(build_dir), "--config", "Release", "-j", str(jobs or os.cpu_count()),
                     "--target", *TOOLS], check=True)
+    stamp.write_text(" ".join(args))
     return bin_dir
 
 

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parents[1]))
 from bench.llamacpp import tool  # noqa: E402
 from bench.reference_files import REF  # noqa: E402
 from bench.results import command_line, git_revision, machine, markdown_table, write_section  # noqa: E402

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parents[1]))
 from bench.reference_files import REF  # noqa: E402
 from bench.results import command_line, git_revision, machine, markdown_table, write_section  # noqa: E402
 from tests.conftest import SHARED_MODEL  # noqa: E402

@@ -291,6 +291,12 @@ class GGUFFile:
         flat = self._map[t.offset:t.offset + t.nbytes]
         return flat.reshape(*t.shape[:-1], t.qtype.row_bytes(t.shape[-1]))
 
+    def buffer(self) -> np.ndarray:
+        """The whole file as one read-only uint8 array (tensor i's bytes start at tensors[name].offset)."""
+        if self._map is None:
+            raise GGQError("file is closed", self.path)
+        return self._map
+
     def close(self) -> None:
         # Views handed out keep the map alive; dropping ours unmaps once they are gone.
         self._map = None

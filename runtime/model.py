@@ -16,6 +16,7 @@ import numpy as np
 
 from ggq.errors import GGQError
 from ggq.gguf_read import GGUFFile
+from ggq.runtime.decode import DecodeStep
 from ggq.runtime.kernels.nn import attention, gelu_tanh_mul, rmsnorm, rope, silu_mul, softcap
 from ggq.runtime.params import ModelParams, read_params
 from ggq.runtime.weights import Layer, embed, linear, load_weights
@@ -46,8 +47,10 @@ class Workspace:
 class Transformer:
     """A model opened for inference: hyperparameters, weight views, KV cache and work buffers."""
 
-    def __init__(self, gguf: GGUFFile, ctx_size: int | None = None, n_batch: int = DEFAULT_BATCH):
+    def __init__(self, gguf: GGUFFile, ctx_size: int | None = None, n_batch: int = DEFAULT_BATCH,
+                 exact: bool = False):
         self.gguf = gguf
+        self.exact = exact  # float32 activations everywhere, instead of llama.cpp's 8-bit integer dots
         self.params = p = read_params(gguf.metadata, gguf.tensors)
         self.weights = load_weights(gguf, p)
         self.ctx_size = int(ctx_size or min(p.n_ctx_train, 4096))
@@ -61,6 +64,7 @@ class Transformer:
         self.activation = ACTIVATIONS[p.spec.activation]
         self.cache_tokens: list[int] = []  # what the KV cache holds (kept by the generation loop)
         self._rope_tables()
+        self._step: DecodeStep | None = None  # the compiled one-token path, made on first use
 
     def _rope_tables(self) -> None:
         """Per layer: inverse frequencies, position multiplier and attention window."""
@@ -83,6 +87,9 @@ class Transformer:
         n = ids.shape[0]
         if n == 0 or pos < 0 or pos + n > self.ctx_size:
             raise GGQError(f"{n} tokens at position {pos} do not fit the context of {self.ctx_size}")
+        if n == 1:
+            out = self._decode_one(ids, pos)
+            return out.copy() if all_logits else out
         logits = np.empty((n, self.params.n_vocab), np.float32) if all_logits else self.ws.logits
         for start in range(0, n, self.n_batch):
             chunk = ids[start:start + self.n_batch]
@@ -90,6 +97,15 @@ class Transformer:
             out = logits[start:start + len(chunk)] if all_logits else (logits if last else None)
             self._batch(chunk, pos + start, out)
         return logits
+
+    def _decode_one(self, ids: np.ndarray, pos: int) -> np.ndarray:
+        x = self.ws.x[:1]
+        embed(self.weights.token_embd, ids, x)
+        if self.params.embed_scale != 1.0:
+            x *= np.float32(self.params.embed_scale)
+        if self._step is None:
+            self._step = DecodeStep(self, self.exact)
+        return self._step.run(pos)
 
     def _batch(self, ids: np.ndarray, pos: int, logits: np.ndarray | None) -> None:
         p, w, ws = self.params, self.weights, self.ws

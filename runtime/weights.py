@@ -31,6 +31,7 @@ class Matrix:
     data: np.ndarray           # [rows, cols] float32 (F32), [rows, cols] uint16 (F16/BF16), or blocks uint8
     matvec: Callable
     decode_rows: Callable
+    offset: int = 0            # byte offset of the data in the file (the compiled decode step's table)
 
 
 @dataclass
@@ -72,7 +73,7 @@ def _matrix(gguf, name: str, rows: int, cols: int) -> Matrix:
     if info.qtype.name not in WEIGHT_KERNELS:
         raise GGQError(f"tensor {name} has type {info.qtype.name}, which the runtime cannot compute with")
     matvec, decode_rows, view = weight_kernels(info.qtype.name)
-    return Matrix(name, info.qtype.name, rows, cols, gguf.raw(name).view(view), matvec, decode_rows)
+    return Matrix(name, info.qtype.name, rows, cols, gguf.raw(name).view(view), matvec, decode_rows, info.offset)
 
 
 def _vector(gguf, name: str, size: int, required: bool = True) -> np.ndarray | None:

@@ -176,3 +176,54 @@ def test_forward_matches_numpy_oracle(arch, tmp_path):
     got = np.vstack([prefill] + steps)
     scale = np.abs(expected).max()
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * scale + 1e-5)
+
+
+def _quantized_model(path, arch: str, qtype: str, eps: float):
+    """The arch's tiny model with every 2-D weight stored as qtype; returns the HF-layout weights as
+    the gguf package dequantizes them (the oracle's view of the file)."""
+    import gguf as gguf_py
+
+    from ggq.quants import quantize
+    cfg = CONFIGS[arch]
+    w = random_weights(cfg, np.random.default_rng(7))
+    tensors = gguf_tensors(arch, cfg, w)
+    blocks = {n: quantize(a, qtype) if a.ndim == 2 else a for n, a in tensors.items()}
+    specs = [TensorSpec(n, a.shape, qtype if a.ndim == 2 else "F32") for n, a in tensors.items()]
+    meta_path = path.with_suffix(".f32.gguf")
+    write_model(meta_path, arch, cfg, w, eps)  # same metadata; only the tensor types differ below
+    with open_gguf(meta_path) as f:
+        meta = {k: v for k, v in f.metadata.items() if not k.startswith("GGUF.")}
+    write_gguf(path, meta, specs, iter(blocks.values()))
+    seen = {n: gguf_py.quants.dequantize(b, gguf_py.GGMLQuantizationType[qtype]).astype(np.float64)
+            if b.dtype == np.uint8 else b.astype(np.float64) for n, b in blocks.items()}
+    return cfg, w, seen
+
+
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_1"])
+def test_quantized_decode_step_matches_oracle_on_the_dequantized_weights(qtype, tmp_path):
+    """The compiled one-token step on quantized weights, against the float64 oracle run on the weights
+    as gguf-py dequantizes them. exact=True (float activations) must agree to float32 rounding; the
+    default path (activations rounded to 8 bits, as llama.cpp does) within what that rounding costs."""
+    arch, eps = "llama", 1e-6
+    path = tmp_path / f"{qtype}.gguf"
+    cfg, w, seen = _quantized_model(path, arch, qtype, eps)
+    for i, lw in enumerate(w["layers"]):  # the oracle's weights: what the file holds, in HF row order
+        b = f"blk.{i}."
+        lw.update(q=unpermute(seen[b + "attn_q.weight"], HEADS), k=unpermute(seen[b + "attn_k.weight"], KV_HEADS),
+                  v=seen[b + "attn_v.weight"], o=seen[b + "attn_output.weight"], gate=seen[b + "ffn_gate.weight"],
+                  up=seen[b + "ffn_up.weight"], down=seen[b + "ffn_down.weight"])
+    w["embed"], w["lm_head"] = seen["token_embd.weight"], seen["output.weight"]
+    tokens = [3, 17, 42, 0, 8, 8, 49]
+    expected = oracle_logits(cfg, w, tokens, eps)[-3:]
+    scale = np.abs(expected).max()
+    for exact, tol in ((True, 2e-5), (False, 3e-2)):
+        with open_gguf(path) as gguf:
+            tf = Transformer(gguf, ctx_size=16, n_batch=4, exact=exact)
+            tf.forward(tokens[:4], 0)
+            got = np.vstack([tf.forward([t], 4 + j)[0].copy() for j, t in enumerate(tokens[4:])])
+        np.testing.assert_allclose(got, expected, rtol=0, atol=tol * scale + 1e-5, err_msg=f"exact={exact}")
+
+
+def unpermute(w, n_head):
+    """Inverse of permute_for_gguf: interleaved pairs -> HF rotate-half rows."""
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)

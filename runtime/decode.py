@@ -1,0 +1,65 @@
+"""The tables that the compiled decode step (kernels/step.py) reads, built once per opened model.
+
+    step = DecodeStep(transformer)
+    logits = step.run(token, pos)       # [1, n_vocab], the KV cache updated at pos
+
+Matrices become rows of one int64 table (byte offset in the memory-mapped file, rows, bytes per row, kind);
+per-layer vectors become [n_layer, size] float32 arrays (zeros for pieces the architecture lacks, with a
+flag saying so); the work buffers are the transformer's own.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ggq.runtime.kernels.step import KINDS, ROLES, decode_step
+
+
+def _matrix_table(weights) -> np.ndarray:
+    mats = [getattr(layer, role) for layer in weights.layers for role in ROLES] + [weights.output]
+    return np.array([(m.offset, m.rows, m.data.nbytes // m.rows, KINDS.index(m.type_name)) for m in mats],
+                    dtype=np.int64)
+
+
+def _stack(layers, attr: str, size: int) -> np.ndarray:
+    """[n_layer, size] of a per-layer vector, zeros where the layer has none."""
+    out = np.zeros((len(layers), size), np.float32)
+    for i, layer in enumerate(layers):
+        value = getattr(layer, attr)
+        if value is not None:
+            out[i] = value
+    return out
+
+
+class DecodeStep:
+    """Everything decode_step needs for one model, as arrays and tuples made once."""
+
+    def __init__(self, tf, exact: bool):
+        p, w, ws = tf.params, tf.weights, tf.ws
+        layers, hd = w.layers, p.head_dim
+        self.blob = tf.gguf.buffer()
+        self.mats = _matrix_table(w)
+        self.vecs = (_stack(layers, "attn_norm", p.n_embd), _stack(layers, "ffn_norm", p.n_embd),
+                     _stack(layers, "attn_post_norm", p.n_embd), _stack(layers, "ffn_post_norm", p.n_embd),
+                     _stack(layers, "q_norm", hd), _stack(layers, "k_norm", hd),
+                     _stack(layers, "bq", p.n_head * hd), _stack(layers, "bk", p.n_head_kv * hd),
+                     _stack(layers, "bv", p.n_head_kv * hd), w.output_norm)
+        self.rope = (np.array(tf.inv_freq, np.float64), np.array(tf.pos_scale, np.float64),
+                     np.array(tf.window, np.int64), np.zeros(1, np.int64))
+        self.caches = (tf.k_cache, tf.v_cache)
+        self.dims = (p.n_head, p.n_head_kv, hd)
+        spec = p.spec
+        self.flags = (bool(exact), spec.qkv_bias, spec.qk_norm, spec.post_norms, spec.rope_neox,
+                      float(p.rms_eps), float(p.attn_scale))
+        self.gelu = spec.activation == "gelu_tanh"
+        self.final_softcap = float(p.final_softcap or 0.0)
+        widest = max(p.n_embd, p.n_ff, p.n_head * hd)
+        xq = np.empty(max(widest // 32 * 36, -(-widest // 256) * 292), np.uint8)  # Q8_0/Q8_1/Q8_K row
+        self.bufs = (ws.x[:1], ws.h[:1], ws.q[:1], ws.k[:1], ws.v[:1], ws.att[:1], ws.gate[:1], ws.up[:1],
+                     ws.scores, xq)
+        self.logits = ws.logits
+
+    def run(self, pos: int) -> np.ndarray:
+        """The token embedded in bufs[0] through the model at position pos; returns logits [1, n_vocab]."""
+        decode_step(pos, self.blob, self.mats, self.vecs, self.rope, self.caches, self.dims, self.flags,
+                    self.gelu, self.final_softcap, self.bufs, self.logits)
+        return self.logits

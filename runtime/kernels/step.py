@@ -1,0 +1,170 @@
+"""One decode step, a single token through every layer, as one compiled function: Python is called once
+per token, not once per operation (a 30-layer model makes ~500 kernel calls a token, and Python's
+dispatch of each costs about as much as the kernel's own work on a small model).
+
+The weight matrices are described as data: byte offset into the memory-mapped file, rows, bytes per row
+and a kind code (KINDS). `matvec_any` dispatches on the kind to the fused kernels of floats/legacy/
+kquants (float activations, `exact`) or to the integer-dot kernels of dot_legacy/dot_kquants (activations
+quantized to Q8_0/Q8_1/Q8_K first, as ggml-cpu does). Per-layer matrices are numbered role by role
+(ROLES), the output matrix last.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ggq.runtime.kernels import dot_kquants as dk
+from ggq.runtime.kernels import dot_legacy as dl
+from ggq.runtime.kernels import floats as fl
+from ggq.runtime.kernels import kquants as kq
+from ggq.runtime.kernels import legacy as lg
+from ggq.runtime.kernels.actquant import quantize_q8_0, quantize_q8_1, quantize_q8_k
+from ggq.runtime.kernels.nn import attention, gelu_tanh_mul, rmsnorm, rope, silu_mul, softcap
+
+KINDS = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
+(F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) = range(len(KINDS))
+ROLES = ("wq", "wk", "wv", "wo", "ffn_gate", "ffn_up", "ffn_down")
+WQ, WK, WV, WO, GATE, UP, DOWN = range(len(ROLES))
+
+
+@njit(cache=True)
+def _matvec_float_act(kind, w, x, out):
+    """Fused dequantize-and-dot with float32 activations."""
+    if kind == F32:
+        fl.matvec_f32(w.view(np.float32), x, out)
+    elif kind == F16:
+        fl.matvec_f16(w.view(np.uint16), x, out)
+    elif kind == BF16:
+        fl.matvec_bf16(w.view(np.uint16), x, out)
+    elif kind == Q4_0:
+        lg.matvec_q4_0(w, x, out)
+    elif kind == Q4_1:
+        lg.matvec_q4_1(w, x, out)
+    elif kind == Q5_0:
+        lg.matvec_q5_0(w, x, out)
+    elif kind == Q5_1:
+        lg.matvec_q5_1(w, x, out)
+    elif kind == Q8_0:
+        lg.matvec_q8_0(w, x, out)
+    elif kind == Q2_K:
+        kq.matvec_q2_k(w, x, out)
+    elif kind == Q3_K:
+        kq.matvec_q3_k(w, x, out)
+    elif kind == Q4_K:
+        kq.matvec_q4_k(w, x, out)
+    elif kind == Q5_K:
+        kq.matvec_q5_k(w, x, out)
+    else:
+        kq.matvec_q6_k(w, x, out)
+
+
+@njit(cache=True)
+def _matvec_int_dot(kind, w, x, out, xq):
+    """Activations quantized to the weight's vec_dot_type, then integer dots in its native blocks."""
+    x2, q2 = x.reshape((1, x.shape[0])), xq.reshape((1, xq.shape[0]))
+    if kind == Q4_1 or kind == Q5_1:
+        quantize_q8_1(x2, q2)
+    elif kind >= Q2_K:
+        quantize_q8_k(x2, q2)
+    else:
+        quantize_q8_0(x2, q2)
+    if kind == Q4_0:
+        dl.matvec_q4_0(w, xq, out)
+    elif kind == Q4_1:
+        dl.matvec_q4_1(w, xq, out)
+    elif kind == Q5_0:
+        dl.matvec_q5_0(w, xq, out)
+    elif kind == Q5_1:
+        dl.matvec_q5_1(w, xq, out)
+    elif kind == Q8_0:
+        dl.matvec_q8_0(w, xq, out)
+    elif kind == Q2_K:
+        dk.matvec_q2_k(w, xq, out)
+    elif kind == Q3_K:
+        dk.matvec_q3_k(w, xq, out)
+    elif kind == Q4_K:
+        dk.matvec_q4_k(w, xq, out)
+    elif kind == Q5_K:
+        dk.matvec_q5_k(w, xq, out)
+    else:
+        dk.matvec_q6_k(w, xq, out)
+
+
+@njit(cache=True)
+def matvec_any(blob, mats, m, x, out, xq, exact):
+    """out = W_m @ x for matrix m of the table mats [n, 4] = (byte offset, rows, row bytes, kind)."""
+    off, rows, row_bytes, kind = mats[m, 0], mats[m, 1], mats[m, 2], mats[m, 3]
+    w = blob[off:off + rows * row_bytes].reshape((rows, row_bytes))
+    if exact or kind <= BF16:
+        _matvec_float_act(kind, w, x, out)
+    else:
+        _matvec_int_dot(kind, w, x, out, xq)
+
+
+@njit(cache=True)
+def _attention_block(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs):
+    attn_norm, ffn_norm, attn_post, ffn_post, q_norm, k_norm, bq, bk, bv, out_norm = vecs
+    inv_freq, pos_scale, window, positions = rope_tab
+    k_cache, v_cache = caches
+    n_head, n_kv, hd = dims
+    exact, qkv_bias, qk_norm, post_norms, neox, eps, attn_scale = flags
+    x, h, q, k, v, att, gate, up, scores, xq = bufs
+    base = i * 7
+    rmsnorm(x, attn_norm[i], eps, h)
+    matvec_any(blob, mats, base + WQ, h[0], q[0], xq, exact)
+    matvec_any(blob, mats, base + WK, h[0], k[0], xq, exact)
+    matvec_any(blob, mats, base + WV, h[0], v[0], xq, exact)
+    if qkv_bias:
+        q[0] += bq[i]
+        k[0] += bk[i]
+        v[0] += bv[i]
+    qh, kh = q.reshape((n_head, hd)), k.reshape((n_kv, hd))
+    if qk_norm:
+        rmsnorm(qh, q_norm[i], eps, qh)
+        rmsnorm(kh, k_norm[i], eps, kh)
+    rope(q.reshape((1, n_head, hd)), positions, inv_freq[i], pos_scale[i], neox)
+    rope(k.reshape((1, n_kv, hd)), positions, inv_freq[i], pos_scale[i], neox)
+    q[0] *= np.float32(attn_scale)
+    k_cache[i, :, pos, :] = kh
+    v_cache[i, :, pos, :] = v.reshape((n_kv, hd))
+    attention(q.reshape((1, n_head, hd)), k_cache[i], v_cache[i], pos, window[i], scores,
+              att.reshape((1, n_head, hd)))
+    matvec_any(blob, mats, base + WO, att[0], h[0], xq, exact)
+    if post_norms:
+        rmsnorm(h, attn_post[i], eps, h)
+    x[0] += h[0]
+
+
+@njit(cache=True)
+def _feed_forward_block(i, blob, mats, vecs, flags, gelu, bufs):
+    attn_norm, ffn_norm, attn_post, ffn_post, q_norm, k_norm, bq, bk, bv, out_norm = vecs
+    exact, qkv_bias, qk_norm, post_norms, neox, eps, attn_scale = flags
+    x, h, q, k, v, att, gate, up, scores, xq = bufs
+    base = i * 7
+    rmsnorm(x, ffn_norm[i], eps, h)
+    matvec_any(blob, mats, base + GATE, h[0], gate[0], xq, exact)
+    matvec_any(blob, mats, base + UP, h[0], up[0], xq, exact)
+    if gelu:
+        gelu_tanh_mul(gate, up)
+    else:
+        silu_mul(gate, up)
+    matvec_any(blob, mats, base + DOWN, gate[0], h[0], xq, exact)
+    if post_norms:
+        rmsnorm(h, ffn_post[i], eps, h)
+    x[0] += h[0]
+
+
+@njit(cache=True)
+def decode_step(pos, blob, mats, vecs, rope_tab, caches, dims, flags, gelu, final_softcap, bufs, logits):
+    """x (bufs[0], the token's embedding, [1, n_embd]) through every layer at position pos, the KV cache
+    updated, then logits [1, n_vocab] = output @ rmsnorm(x)."""
+    n_layer = rope_tab[1].shape[0]
+    rope_tab[3][0] = pos
+    for i in range(n_layer):
+        _attention_block(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs)
+        _feed_forward_block(i, blob, mats, vecs, flags, gelu, bufs)
+    x, h, xq = bufs[0], bufs[1], bufs[9]
+    rmsnorm(x, vecs[9], flags[5], h)
+    matvec_any(blob, mats, n_layer * 7, h[0], logits[0], xq, flags[0])
+    if final_softcap > 0.0:
+        softcap(logits, final_softcap)
