@@ -72,7 +72,7 @@ def ggq_greedy(m, ids: list[int]) -> tuple[list[int], float, float]:
         out.append(token)
         if m.tokenizer.is_eog(token) or len(out) == N_GREEDY:
             break
-        logits = tf.forward([token], len(tf.cache_tokens))
+        logits = tf.decode(token, len(tf.cache_tokens))
         tf.cache_tokens.append(token)
     t2 = time.perf_counter()
     return out, t1 - t0, (t2 - t1) / max(1, len(out) - 1)

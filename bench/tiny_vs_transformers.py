@@ -78,7 +78,7 @@ def ggq_greedy(tf, ids: list[int]) -> list[int]:
     for _ in range(N_GREEDY):
         out.append(int(np.argmax(logits[0])))
         if len(out) < N_GREEDY:
-            logits = tf.forward([out[-1]], len(ids) + len(out) - 1)
+            logits = tf.decode(out[-1], len(ids) + len(out) - 1)
     return out
 
 

@@ -106,6 +106,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chat-template", metavar="FILE|TEMPLATE",
                    help="Jinja chat template (a file, or the template text) to use instead of the model's")
     p.add_argument("--no-template", action="store_true", help="with -p: continue the raw prompt text")
+    p.add_argument("--exact", action="store_true", help="generate with float32 activations (slower; default: "
+                   "8-bit activations and integer dot products, as llama.cpp)")
 
 
 def _chat_template(value: str | None) -> str | None:
@@ -138,7 +140,7 @@ def _run(args: argparse.Namespace) -> int:
     from ggq.runtime.resolve import resolve_model
     path = resolve_model(args.model, args.revision)
     model = ggq.load(path, threads=args.threads, ctx_size=args.ctx_size,
-                     chat_template=_chat_template(args.chat_template))
+                     chat_template=_chat_template(args.chat_template), exact=args.exact)
     max_tokens = args.n_predict if args.n_predict >= 0 else model.transformer.ctx_size
     sampling = dict(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                     repeat_penalty=args.repeat_penalty, seed=args.seed)
@@ -186,12 +188,31 @@ def _perplexity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a .gguf model")
+    p.add_argument("-p", "--n-prompt", type=int, default=512, help="prompt tokens, one batch (default 512; 0 = skip)")
+    p.add_argument("-n", "--n-gen", type=int, default=128, help="tokens generated one by one (default 128; 0 = skip)")
+    p.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
+    p.add_argument("-r", "--repetitions", type=int, default=5, help="timed runs of each test (default 5)")
+    p.add_argument("--exact", action="store_true", help="decode with float32 activations (default: 8-bit, as llama.cpp)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import json
+    from ggq.runtime.bench import bench, format_result
+    result = bench(args.model, args.n_prompt, args.n_gen, args.threads, args.repetitions, args.exact)
+    print(json.dumps(result.as_dict(), indent=1) if args.json else format_result(result))
+    return 0
+
+
 _COMMANDS: list[tuple[str, str, object, object]] = [
     ("inspect", "show a GGUF file's metadata and tensor table", _inspect_args, _inspect),
     ("convert", "Hugging Face checkpoint -> GGUF (llama.cpp-compatible) in one step", _convert_args, _convert),
     ("quantize", "requantize an F32/F16/BF16 GGUF to another file type", _quantize_args, _quantize),
     ("run", "chat with a model, or answer one prompt (-p)", _run_args, _run),
     ("perplexity", "perplexity of a text, as llama-perplexity computes it", _perplexity_args, _perplexity),
+    ("bench", "prompt and generation speed, as llama-bench measures it", _bench_args, _bench),
 ]
 
 

@@ -149,12 +149,13 @@ def _sampling(options: dict) -> dict:
 
 
 def load(path: str | os.PathLike, threads: int | None = None, ctx_size: int | None = None,
-         chat_template: str | None = None) -> Model:
+         chat_template: str | None = None, exact: bool = False) -> Model:
     """Open a GGUF model: `threads` for the kernels (default: physical cores), `ctx_size` positions of
     KV cache (default: the model's training context, at most 4096), `chat_template` to override the
-    model's own."""
+    model's own. Prompts always run with float32 activations; generated tokens run with activations
+    rounded to 8-bit blocks and integer dot products, as llama.cpp computes them, unless `exact`."""
     set_threads(threads)
-    tf = open_model(path, ctx_size=ctx_size)
+    tf = open_model(path, ctx_size=ctx_size, exact=exact)
     try:
         tokenizer = Tokenizer.from_metadata(tf.gguf.metadata)
     except BaseException:

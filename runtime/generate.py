@@ -50,7 +50,7 @@ def generate_ids(tf: Transformer, tokenizer: Tokenizer, prompt_ids: list[int], m
         yield token
         if len(tf.cache_tokens) >= tf.ctx_size:
             return  # context full: stop rather than forget the beginning
-        logits = tf.forward([token], len(tf.cache_tokens))
+        logits = tf.decode(token, len(tf.cache_tokens))
         tf.cache_tokens.append(token)
 
 

@@ -1,4 +1,7 @@
-"""The transformer forward pass over a KV cache: `Transformer.forward(tokens, pos) -> logits`.
+"""The transformer over a KV cache: `Transformer.forward(tokens, pos)` runs a prompt (float32 activations,
+weights dequantized a tile at a time into BLAS matmuls, attention as BLAS products), and
+`Transformer.decode(token, pos)` runs one generated token through the compiled step of kernels/step.py
+(fused dequantize-and-dot kernels; activations rounded to 8-bit blocks as llama.cpp does, unless exact).
 
 Everything is allocated once when the model is opened (work buffers for `n_batch` tokens, the float32
 KV cache for `ctx_size` positions), so decoding one token allocates no arrays. A prompt longer than
@@ -16,6 +19,7 @@ import numpy as np
 
 from ggq.errors import GGQError
 from ggq.gguf_read import GGUFFile
+from ggq.runtime.blas import attention_split
 from ggq.runtime.decode import DecodeStep
 from ggq.runtime.kernels.nn import attention, gelu_tanh_mul, rmsnorm, rope, silu_mul, softcap
 from ggq.runtime.params import ModelParams, read_params
@@ -50,7 +54,7 @@ class Transformer:
     def __init__(self, gguf: GGUFFile, ctx_size: int | None = None, n_batch: int = DEFAULT_BATCH,
                  exact: bool = False):
         self.gguf = gguf
-        self.exact = exact  # float32 activations everywhere, instead of llama.cpp's 8-bit integer dots
+        self.exact = exact  # decode with float32 activations too, instead of llama.cpp's 8-bit integer dots
         self.params = p = read_params(gguf.metadata, gguf.tensors)
         self.weights = load_weights(gguf, p)
         self.ctx_size = int(ctx_size or min(p.n_ctx_train, 4096))
@@ -87,9 +91,6 @@ class Transformer:
         n = ids.shape[0]
         if n == 0 or pos < 0 or pos + n > self.ctx_size:
             raise GGQError(f"{n} tokens at position {pos} do not fit the context of {self.ctx_size}")
-        if n == 1:
-            out = self._decode_one(ids, pos)
-            return out.copy() if all_logits else out
         logits = np.empty((n, self.params.n_vocab), np.float32) if all_logits else self.ws.logits
         for start in range(0, n, self.n_batch):
             chunk = ids[start:start + self.n_batch]
@@ -98,9 +99,13 @@ class Transformer:
             self._batch(chunk, pos + start, out)
         return logits
 
-    def _decode_one(self, ids: np.ndarray, pos: int) -> np.ndarray:
+    def decode(self, token: int, pos: int) -> np.ndarray:
+        """One generated token at position pos through the compiled decode step (8-bit activations
+        unless exact); returns logits [1, n_vocab], a buffer the next call overwrites."""
+        if not 0 <= pos < self.ctx_size:
+            raise GGQError(f"position {pos} is outside the context of {self.ctx_size}")
         x = self.ws.x[:1]
-        embed(self.weights.token_embd, ids, x)
+        embed(self.weights.token_embd, np.array([token], np.int64), x)
         if self.params.embed_scale != 1.0:
             x *= np.float32(self.params.embed_scale)
         if self._step is None:
@@ -148,8 +153,12 @@ class Transformer:
         q *= np.float32(p.attn_scale)
         self.k_cache[i, :, pos:pos + n] = k.reshape(n, p.n_head_kv, hd).transpose(1, 0, 2)
         self.v_cache[i, :, pos:pos + n] = v.reshape(n, p.n_head_kv, hd).transpose(1, 0, 2)
-        attention(q.reshape(n, p.n_head, hd), self.k_cache[i], self.v_cache[i], pos, self.window[i],
-                  ws.scores, att.reshape(n, p.n_head, hd))
+        if n == 1:
+            attention(q.reshape(n, p.n_head, hd), self.k_cache[i], self.v_cache[i], pos, self.window[i],
+                      ws.scores, att.reshape(n, p.n_head, hd))
+        else:
+            attention_split(q.reshape(n, p.n_head, hd), self.k_cache[i], self.v_cache[i], pos, self.window[i],
+                            att.reshape(n, p.n_head, hd))
         linear(layer.wo, att, h, tile)
         if layer.attn_post_norm is not None:
             rmsnorm(h, layer.attn_post_norm, p.rms_eps, h)
@@ -169,12 +178,12 @@ class Transformer:
         x += h
 
 
-def open_model(path, ctx_size: int | None = None, n_batch: int = DEFAULT_BATCH) -> Transformer:
+def open_model(path, ctx_size: int | None = None, n_batch: int = DEFAULT_BATCH, exact: bool = False) -> Transformer:
     """Open a GGUF file and prepare it for inference (the file stays memory-mapped)."""
     from ggq.gguf_read import open_gguf
     gguf = open_gguf(path)
     try:
-        return Transformer(gguf, ctx_size=ctx_size, n_batch=n_batch)
+        return Transformer(gguf, ctx_size=ctx_size, n_batch=n_batch, exact=exact)
     except BaseException:
         gguf.close()
         raise

@@ -2,7 +2,7 @@
 
     w = load_weights(gguf, params)      # ModelWeights: token_embd, output, output_norm, layers[i].<role>
     matvec(w.layers[0].wq, x, out)      # one token: fused dequantize-and-dot kernel
-    matmul(w.layers[0].wq, X, out)      # many tokens: dequantize a tile of rows, then a Numba matmul
+    matmul(w.layers[0].wq, X, out)      # many tokens: dequantize a tile of rows, then BLAS (runtime/blas.py)
     embed(w.token_embd, ids, out)       # rows of the embedding table as float32
 
 Only 1-D tensors (norm weights, biases, rope frequency factors) are converted to float32 arrays.
@@ -15,11 +15,11 @@ from typing import Callable
 import numpy as np
 
 from ggq.errors import GGQError
+from ggq.runtime.blas import matmul_split
 from ggq.runtime.kernels import WEIGHT_KERNELS, weight_kernels
-from ggq.runtime.kernels.gemm import matmul_rows
 from ggq.runtime.params import TENSORS, ModelParams
 
-TILE_ROWS = 512  # rows dequantized at a time for prefill matmuls
+TILE_ROWS = 2048  # rows dequantized at a time for prefill matmuls
 
 
 @dataclass
@@ -135,18 +135,18 @@ def matvec(m: Matrix, x: np.ndarray, out: np.ndarray) -> None:
 def matmul(m: Matrix, x: np.ndarray, out: np.ndarray, tile: np.ndarray) -> None:
     """out[T, rows] = x[T, cols] @ m.T; quantized rows are widened a tile at a time into `tile` (flat)."""
     if m.type_name == "F32":
-        matmul_rows(x, m.data, out, 0)
+        matmul_split(x, m.data, out)
         return
     step = tile.size // m.cols
     for r0 in range(0, m.rows, step):
         r1 = min(m.rows, r0 + step)
         rows = tile[:(r1 - r0) * m.cols].reshape(r1 - r0, m.cols)
         m.decode_rows(m.data, r0, rows)
-        matmul_rows(x, rows, out, r0)
+        matmul_split(x, rows, out[:, r0:r1])
 
 
 def linear(m: Matrix, x: np.ndarray, out: np.ndarray, tile: np.ndarray) -> None:
-    """out = x @ m.T for x [T, cols]: the matvec kernel for one token, tiles + BLAS for more."""
+    """out = x @ m.T for x [T, cols]: the matvec kernel for one token, dequantized tiles + BLAS for more."""
     if x.shape[0] == 1:
         matvec(m, x[0], out[0])
     else:

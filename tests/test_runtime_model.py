@@ -172,7 +172,7 @@ def test_forward_matches_numpy_oracle(arch, tmp_path):
     with open_gguf(path) as gguf:
         tf = Transformer(gguf, ctx_size=16, n_batch=4)  # prefill of 6 runs as batches of 4 + 2
         prefill = tf.forward(tokens[:6], 0, all_logits=True)
-        steps = [tf.forward([t], 6 + j)[0].copy() for j, t in enumerate(tokens[6:])]
+        steps = [tf.decode(t, 6 + j)[0].copy() for j, t in enumerate(tokens[6:])]
     got = np.vstack([prefill] + steps)
     scale = np.abs(expected).max()
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * scale + 1e-5)
@@ -220,7 +220,7 @@ def test_quantized_decode_step_matches_oracle_on_the_dequantized_weights(qtype, 
         with open_gguf(path) as gguf:
             tf = Transformer(gguf, ctx_size=16, n_batch=4, exact=exact)
             tf.forward(tokens[:4], 0)
-            got = np.vstack([tf.forward([t], 4 + j)[0].copy() for j, t in enumerate(tokens[4:])])
+            got = np.vstack([tf.decode(t, 4 + j)[0].copy() for j, t in enumerate(tokens[4:])])
         np.testing.assert_allclose(got, expected, rtol=0, atol=tol * scale + 1e-5, err_msg=f"exact={exact}")
 
 

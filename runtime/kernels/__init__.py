@@ -12,6 +12,10 @@ import importlib
 
 import numpy as np
 
+# float kernels may reassociate and fuse multiply-adds, so that LLVM vectorizes their dot products
+# (never the quantizers: their rounding must stay exactly ggml's)
+FASTMATH = {"reassoc", "contract"}
+
 # type name -> (kernel module, element view of the raw rows)
 WEIGHT_KERNELS: dict[str, tuple[str, type]] = {
     "F32": ("floats", np.float32), "F16": ("floats", np.uint16), "BF16": ("floats", np.uint16),

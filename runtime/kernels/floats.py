@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ggq.runtime.kernels.gemm import FASTMATH
+from ggq.runtime.kernels import FASTMATH
 
 from ggq.quants.floats import bf16_bits_to_fp32, f32_as_u32, u32_as_f32
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ggq.runtime.kernels.gemm import FASTMATH
+from ggq.runtime.kernels import FASTMATH
 
 from ggq.quants.floats import fp16_bits_to_fp32, get_u16
 

@@ -8,6 +8,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ggq.runtime.kernels import FASTMATH
+
 GELU_C = math.sqrt(2.0 / math.pi)
 
 
@@ -48,7 +50,7 @@ def rope(x, positions, inv_freq, pos_scale, neox):
                 x[t, h, b_idx] = a * s + b * c
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)  # q.k and the v sums vectorize
 def attention(q, k_cache, v_cache, pos0, window, scores, out):
     """Causal attention of T new queries (at positions pos0..pos0+T-1) over the cache.
 
@@ -63,22 +65,23 @@ def attention(q, k_cache, v_cache, pos0, window, scores, out):
         for t in range(n_t):
             p = pos0 + t
             lo = max(0, p - window + 1) if window > 0 else 0
-            best = -np.inf
+            best = np.float32(-np.inf)
             for j in range(lo, p + 1):
                 s = np.float32(0.0)
                 for d in range(dim):
                     s += q[t, h, d] * k_cache[kv, j, d]
                 scores[h, j] = s
                 best = max(best, s)
-            total = 0.0
+            total = np.float32(0.0)
             for j in range(lo, p + 1):
                 e = math.exp(scores[h, j] - best)
                 scores[h, j] = e
                 total += e
+            inv_total = np.float32(1.0) / total
             for d in range(dim):
                 out[t, h, d] = 0.0
             for j in range(lo, p + 1):
-                wgt = np.float32(scores[h, j] / total)
+                wgt = scores[h, j] * inv_total
                 for d in range(dim):
                     out[t, h, d] += wgt * v_cache[kv, j, d]
 

@@ -1,0 +1,144 @@
+"""ggq's speed beside llama.cpp's on the same GGUF files of the shared model (the speed issue).
+
+For llama.cpp's own files (bench/reference_files.py) of each type, in rounds, one after the other:
+`llama-bench -m F -t T -p 512 -n 128 -r R -o json` and `ggq bench F -t T -p 512 -n 128 -r R --json`
+(fresh processes, same definitions: pp = prompt tokens in one batch, tg = tokens generated one at a
+time, both from an empty cache, tokens/s averaged over R runs). Each test's figure is the best round
+of each side, the ratio ours / theirs. Then, for one model: `ggq run F -p Hi -n 1` wall time with a
+cold Numba cache (a new cache directory: every kernel of the model compiled) and a warm one, and peak
+RSS of a 128-token generation against file size + KV cache + 150 MB.
+
+    .venv/bin/python -P bench/vs_llamacpp.py [--types Q4_K_M,Q8_0] [--rounds 2] [--threads 2]
+Writes the `vs_llamacpp` section of bench/RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))
+from bench.llamacpp import tool  # noqa: E402
+from bench.reference_files import ensure, ref_path  # noqa: E402
+from bench.results import command_line, git_revision, machine, markdown_table, write_section  # noqa: E402
+
+TYPES = ("F16", "Q8_0", "Q6_K", "Q4_K_M", "Q4_0", "Q2_K")
+TARGETS = {("tg", "Q4_K_M"): 1.0, ("tg", "Q8_0"): 1.0, ("tg", "Q4_0"): 1.0, ("pp", "Q4_K_M"): 0.8,
+           ("pp", "Q8_0"): 0.8}  # everything else: tg >= 0.8, pp reported
+GGQ = [sys.executable, "-m", "ggq"]
+
+
+def llama_bench(path: Path, threads: int, reps: int, n_prompt: int, n_gen: int) -> dict[str, float]:
+    out = subprocess.run([str(tool("llama-bench")), "-m", str(path), "-t", str(threads), "-p", str(n_prompt),
+                          "-n", str(n_gen), "-r", str(reps), "-o", "json"], capture_output=True, text=True, check=True)
+    return {("pp" if r["n_prompt"] else "tg"): r["avg_ts"] for r in json.loads(out.stdout)}
+
+
+def ggq_bench(path: Path, threads: int, reps: int, n_prompt: int, n_gen: int) -> tuple[dict[str, float], dict]:
+    out = subprocess.run(GGQ + ["bench", str(path), "-t", str(threads), "-p", str(n_prompt), "-n", str(n_gen),
+                                "-r", str(reps), "--json"], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    return {s["test"][:2]: s["tokens_per_s"] for s in result["speeds"]}, result
+
+
+def speed_rows(types, rounds, threads, reps, n_prompt, n_gen):
+    rows = []
+    for name in types:
+        path = ref_path(name)
+        ours, theirs, info = {}, {}, {}
+        for _ in range(rounds):
+            lc = llama_bench(path, threads, reps, n_prompt, n_gen)
+            gq, info = ggq_bench(path, threads, reps, n_prompt, n_gen)
+            for test in ("pp", "tg"):
+                theirs[test] = max(theirs.get(test, 0.0), lc[test])
+                ours[test] = max(ours.get(test, 0.0), gq[test])
+        for test, n in (("pp", n_prompt), ("tg", n_gen)):
+            ratio = ours[test] / theirs[test]
+            target = TARGETS.get((test, name), 0.8 if test == "tg" else None)
+            verdict = "-" if target is None else ("PASS" if ratio >= target else "FAIL")
+            rows.append([name, f"{test}{n}", f"{ours[test]:.1f}", f"{theirs[test]:.1f}", f"{ratio:.2f}",
+                         "-" if target is None else f">= {target}", verdict,
+                         f"{info['load_s'] * 1000:.0f} / {info['first_token_s'] * 1000:.0f}" if test == "pp" else ""])
+            print(rows[-1], flush=True)
+    return rows
+
+
+def timed_run(args: list[str], env: dict) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of a child process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(args)} failed: {proc.stderr.read()}")
+    return wall, usage.ru_maxrss * 1024
+
+
+def kv_cache_bytes(path: Path, ctx: int) -> int:
+    """ggq's float32 K and V caches: layers x kv heads x ctx x head_dim x 4 bytes, twice."""
+    from ggq.gguf_read import open_gguf
+    with open_gguf(path) as f:
+        m, arch = f.metadata, f.metadata["general.architecture"]
+        n_head = m[f"{arch}.attention.head_count"]
+        head_dim = m.get(f"{arch}.attention.key_length", m[f"{arch}.embedding_length"] // n_head)
+        return 2 * m[f"{arch}.block_count"] * m[f"{arch}.attention.head_count_kv"] * ctx * head_dim * 4
+
+
+def startup_rows(name: str, threads: int) -> list[list[object]]:
+    path = ref_path(name)
+    run = GGQ + ["run", str(path), "-p", "Hi", "-n", "1", "-t", str(threads), "--temp", "0"]
+    rows = []
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        cold, _ = timed_run(run, env)
+        warm = min(timed_run(run, env)[0] for _ in range(3))
+    rows.append([f"`ggq run {name} -p Hi -n 1`, cold Numba cache (all kernels compiled)", f"{cold:.1f} s", "<= 60 s",
+                 "PASS" if cold <= 60 else "FAIL"])
+    rows.append([f"`ggq run {name} -p Hi -n 1`, warm cache (best of 3)", f"{warm:.2f} s", "<= 1.5 s",
+                 "PASS" if warm <= 1.5 else "FAIL"])
+    ctx = 4096  # ggq run's default context for this model: min(training context, 4096)
+    _, rss = timed_run(GGQ + ["run", str(path), "-p", "Write a long story.", "-n", "128", "-t", str(threads),
+                              "--temp", "0", "-c", str(ctx)], dict(os.environ))
+    kv = kv_cache_bytes(path, ctx)
+    limit = path.stat().st_size + kv + 150 * 2**20
+    rows.append([f"peak RSS, `ggq run {name}` generating 128 tokens (ctx {ctx})", f"{rss / 2**20:.0f} MiB",
+                 f"<= {limit / 2**20:.0f} MiB (file {path.stat().st_size / 2**20:.0f} + KV {kv / 2**20:.0f} + 150)",
+                 "PASS" if rss <= limit else "FAIL"])
+    for row in rows:
+        print(row, flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--types", default=",".join(TYPES))
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--startup-model", default="Q4_K_M")
+    args = ap.parse_args()
+    ensure()
+    types = args.types.split(",")
+    rows = speed_rows(types, args.rounds, args.threads, args.reps, 512, 128)
+    start = startup_rows(args.startup_model, args.threads) if args.startup_model else []
+    load = os.getloadavg()
+    body = (f"## Speed: ggq vs llama.cpp on llama.cpp's files of SmolLM2-135M-Instruct\n\n"
+            f"`{command_line()}` at {git_revision()} on {machine()}; {args.threads} threads, {args.rounds} "
+            f"interleaved rounds of `llama-bench -r {args.reps}` and `ggq bench -r {args.reps}` per file, best "
+            f"round of each side; load average after the runs {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}. "
+            "llama.cpp is built with -march=native but without AMX (bench/llamacpp.py: its AMX kernels crash "
+            "on this machine). ggq's prompts run in float32 (BLAS), its decode with 8-bit activations as "
+            "llama.cpp's.\n\n"
+            + markdown_table(["file", "test", "ggq tok/s", "llama.cpp tok/s", "ratio", "target", "", "ggq load / first token ms"], rows)
+            + ("\n\n" + markdown_table(["measure", "value", "target", ""], start) if start else ""))
+    write_section("vs_llamacpp", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""`ggq bench`: prompt processing and generation speed, measured as llama-bench measures them.
+
+    result = bench("model.gguf", n_prompt=512, n_gen=128, threads=2, repetitions=5)
+
+pp<N>: N prompt tokens run as one batch into an empty KV cache (all tokens through the prompt path);
+tg<N>: N tokens generated one at a time into an empty KV cache (the decode step only, no sampling).
+Both use random token ids, as llama-bench does, after one untimed warm-up run; tokens/s is the mean
+over the repetitions of N / seconds, with its sample standard deviation. Also: the time to open the
+model, and the first-token latency (open the model, run a short prompt, have its logits).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ggq.errors import GGQError
+from ggq.runtime.api import set_threads
+from ggq.runtime.model import Transformer, open_model
+
+FIRST_TOKEN_PROMPT = 8  # tokens in the prompt of the first-token latency
+
+
+@dataclass(frozen=True)
+class Speed:
+    test: str           # "pp512" or "tg128", llama-bench's names
+    tokens_per_s: float
+    stddev: float
+    samples: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    model: str
+    file_bytes: int
+    threads: int
+    exact: bool
+    load_s: float
+    first_token_s: float
+    speeds: tuple[Speed, ...]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _random_ids(tf: Transformer, n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, tf.params.n_vocab, n)
+
+
+def _time(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _prompt_run(tf: Transformer, ids: np.ndarray) -> None:
+    tf.forward(ids, 0)
+
+
+def _gen_run(tf: Transformer, ids: np.ndarray) -> None:
+    for pos, token in enumerate(ids):
+        tf.decode(int(token), pos)
+
+
+def _speed(name: str, run, tf: Transformer, n: int, repetitions: int) -> Speed:
+    ids = _random_ids(tf, n, seed=n)
+    run(tf, ids)  # warm-up (and, on a cold cache, the compile)
+    samples = tuple(n / _time(lambda: run(tf, ids)) for _ in range(repetitions))
+    std = statistics.stdev(samples) if len(samples) > 1 else 0.0
+    return Speed(name, statistics.fmean(samples), std, samples)
+
+
+def bench(path: str, n_prompt: int = 512, n_gen: int = 128, threads: int | None = None,
+          repetitions: int = 5, exact: bool = False) -> BenchResult:
+    if n_prompt < 0 or n_gen < 0 or repetitions < 1:
+        raise GGQError("bench: -p and -n must be >= 0 and -r >= 1")
+    n_threads = set_threads(threads)
+    start = time.perf_counter()
+    tf = open_model(path, ctx_size=max(n_prompt, n_gen, FIRST_TOKEN_PROMPT) + 1, exact=exact)
+    load_s = time.perf_counter() - start
+    try:
+        first = _random_ids(tf, FIRST_TOKEN_PROMPT, seed=0)
+        first_token_s = load_s + _time(lambda: tf.forward(first, 0))
+        speeds = []
+        if n_prompt:
+            speeds.append(_speed(f"pp{n_prompt}", _prompt_run, tf, n_prompt, repetitions))
+        if n_gen:
+            speeds.append(_speed(f"tg{n_gen}", _gen_run, tf, n_gen, repetitions))
+        return BenchResult(str(path), tf.gguf.file_size, n_threads, exact, load_s, first_token_s, tuple(speeds))
+    finally:
+        tf.gguf.close()
+
+
+def format_result(r: BenchResult) -> str:
+    lines = [f"model {r.model}: {r.file_bytes / 2**20:.2f} MiB, {r.threads} threads, "
+             f"{'float32' if r.exact else '8-bit'} decode activations",
+             f"load {r.load_s * 1000:.0f} ms, first token {r.first_token_s * 1000:.0f} ms "
+             f"(open + {FIRST_TOKEN_PROMPT}-token prompt)"]
+    for s in r.speeds:
+        lines.append(f"{s.test:>8}  {s.tokens_per_s:9.2f} ± {s.stddev:.2f} tokens/s")
+    return "\n".join(lines)
