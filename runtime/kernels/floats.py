@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ggq.runtime.kernels import FASTMATH
-
 from ggq.quants.floats import bf16_bits_to_fp32, f32_as_u32, u32_as_f32
+from ggq.runtime.kernels import FASTMATH
+from ggq.runtime.kernels.vecfloat import dot_bf16, dot_f16
 
 F0 = np.float32(0.0)
 
@@ -38,20 +38,22 @@ def matvec_f32(w, x, out):
         out[r] = acc
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@njit(parallel=True, cache=True)
 def matvec_f16(w, x, out):
+    n = w.shape[1]
     for r in prange(w.shape[0]):
-        acc = F0
-        for i in range(w.shape[1]):
+        acc = dot_f16(w[r], x, n)  # 16 values at a time; the tail (n % 16) here
+        for i in range(n - n % 16, n):
             acc += half_to_float(w[r, i]) * x[i]
         out[r] = acc
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@njit(parallel=True, cache=True)
 def matvec_bf16(w, x, out):
+    n = w.shape[1]
     for r in prange(w.shape[0]):
-        acc = F0
-        for i in range(w.shape[1]):
+        acc = dot_bf16(w[r], x, n)
+        for i in range(n - n % 16, n):
             acc += bf16_bits_to_fp32(w[r, i]) * x[i]
         out[r] = acc
 
