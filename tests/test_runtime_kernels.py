@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType
 from gguf.quants import dequantize as gguf_dequantize
+from gguf.quants import quantize as gguf_quantize
 
 from ggq.qtypes import QTYPES
 from ggq.runtime.kernels import WEIGHT_KERNELS, weight_kernels
@@ -83,3 +84,20 @@ def test_half_to_float_is_exact_for_every_bit_pattern():
     out = np.empty(65536, np.float32)
     widen(bits, out)
     np.testing.assert_array_equal(out.view(np.uint32), bits.view(np.float16).astype(np.float32).view(np.uint32))
+
+
+@pytest.mark.parametrize("type_name", ["F16", "BF16"])
+@pytest.mark.parametrize("n", [1, 15, 100, 576])
+def test_float_matvec_rows_of_any_length(type_name, n):
+    """The vector-IR rows take 16 values at a time; the rest of the row (n % 16) goes through the scalar
+    tail. Oracle: gguf's dequantize, then a float64 dot."""
+    rng = np.random.default_rng(n)
+    values = rng.standard_normal((7, n)).astype(np.float32)
+    stored = gguf_quantize(values, GGMLQuantizationType[type_name])
+    x = rng.standard_normal(n).astype(np.float32)
+    matvec, _, view = weight_kernels(type_name)
+    out = np.empty(7, dtype=np.float32)
+    matvec(np.ascontiguousarray(stored).view(np.uint8).view(view).reshape(7, n), x, out)
+    dense = oracle_dequantize(np.ascontiguousarray(stored).view(np.uint8).reshape(7, -1), type_name)
+    scale = np.abs(dense) @ np.abs(x.astype(np.float64))
+    assert np.all(np.abs(out - dense @ x.astype(np.float64)) <= 1e-5 * scale + 1e-6)
