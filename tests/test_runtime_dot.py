@@ -2,7 +2,7 @@
 
 Oracles: the gguf package (Q8_0 reference quantizer; dequantize of every weight type and of Q8_0), and
 plain numpy transcriptions of ggml's formulas written here (the x86 Q8_0/Q8_1 quantizers, Q8_1, Q8_K,
-and ggml's generic scalar vec_dot float order for the legacy types).
+and ggml-cpu's x86 vec_dot float order for the legacy types).
 """
 import numpy as np
 import pytest
@@ -163,9 +163,17 @@ def _legacy_ints(w, wtype):
     return q - offset, d, m
 
 
+def _fma32(a, b, c):
+    """float32 fused multiply-add: the exact product in float64, one rounding of the sum (a double
+    rounding could differ from hardware FMA only on an exact float64 tie, which these data do not hit)."""
+    return (np.float64(a) * np.float64(b) + np.float64(c)).astype(np.float32)
+
+
 @pytest.mark.parametrize("wtype", LEGACY)
-def test_legacy_matvec_follows_ggml_generic_float_order(wtype):
-    """Bit-exact against a float32 numpy transcription of ggml_vec_dot_<t>_q8_<k>_generic."""
+def test_legacy_matvec_follows_ggml_x86_float_order(wtype):
+    """Bit-exact against a numpy transcription of ggml-cpu/arch/x86/quants.c ggml_vec_dot_<t>_q8_<k>
+    (AVX2 path): lane l of a block = integer sum over bytes 4l..4l+3; acc = fma(d_w * d_x, lane, acc);
+    hsum_float_8(acc) = ((a4+a0) + (a6+a2)) + ((a5+a1) + (a7+a3)); plus summs = fma(m, s, summs)."""
     fmt, matvec, _ = dot_kernels(wtype)
     w = _weights(wtype, 23, 576)
     xq = quantize_activations(_activations(576), fmt)
@@ -174,20 +182,20 @@ def test_legacy_matvec_follows_ggml_generic_float_order(wtype):
     yd = xb[:, 0:2].copy().view(np.float16).astype(np.float32)[:, 0]
     ys = xb[:, 2:4].copy().view(np.float16).astype(np.float32)[:, 0]
     yq = xb[:, -32:].view(np.int8).astype(np.int64)
-    sumi = (q * yq[None]).sum(axis=2).astype(np.float32)
-    sumf = np.zeros(w.shape[0], np.float32)
+    lanes = (q * yq[None]).reshape(w.shape[0], -1, 8, 4).sum(axis=3).astype(np.float32)
+    acc = np.zeros((w.shape[0], 8), np.float32)
+    summs = np.zeros(w.shape[0], np.float32)
     for ib in range(q.shape[1]):
-        if wtype == "Q4_0":
-            sumf += sumi[:, ib] * d[:, ib] * yd[ib]
-        elif wtype == "Q5_0":
-            sumf += (d[:, ib] * yd[ib]) * sumi[:, ib]
-        elif wtype == "Q8_0":
-            sumf += sumi[:, ib] * (d[:, ib] * yd[ib])
-        else:
-            sumf += (d[:, ib] * yd[ib]) * sumi[:, ib] + m[:, ib] * ys[ib]
+        acc = _fma32((d[:, ib] * yd[ib])[:, None], lanes[:, ib], acc)
+        if m is not None:
+            summs = _fma32(m[:, ib], ys[ib], summs)
+    r = acc[:, 4:] + acc[:, :4]
+    expected = (r[:, 0] + r[:, 2]) + (r[:, 1] + r[:, 3])
+    if m is not None:
+        expected = expected + summs
     out = np.empty(w.shape[0], np.float32)
     matvec(w, xq, out)
-    assert np.array_equal(out, sumf)
+    assert np.array_equal(out, expected)
 
 
 # ---- (3) matmat equals matvec per token ---------------------------------------------------------

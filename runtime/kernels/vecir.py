@@ -172,34 +172,6 @@ def _pair_sums(builder, a, x):
     return builder.add(builder.mul(half(a16, 0), half(x16, 0)), builder.mul(half(a16, 1), half(x16, 1)))
 
 
-def _reduce_many(builder, vectors):
-    """k vectors of <n x i32> -> <k x i32> of their sums, halving and merging so that the horizontal
-    work is shared (k a power of two)."""
-    width = vectors[0].type.count
-    state = [(v, 1, width) for v in vectors]  # (vector, blocks in it, partials per block)
-    while state[0][2] > 1:
-        halved = []
-        for v, g, p in state:
-            lo = [b * p + j for b in range(g) for j in range(p // 2)]
-            hi = [b * p + p // 2 + j for b in range(g) for j in range(p // 2)]
-            pick = [builder.shuffle_vector(v, v, ir.Constant(_vec(I32, g * p // 2), idx)) for idx in (lo, hi)]
-            halved.append((builder.add(*pick), g, p // 2))
-        state = halved
-        while len(state) > 1 and state[0][1] * state[0][2] * 2 <= width:
-            state = [(_concat(builder, a[0], b[0]), 2 * a[1], a[2]) for a, b in zip(state[::2], state[1::2])]
-    return state[0][0]
-
-
-def _halves(builder, p, offsets):
-    """<k x float> of the IEEE halves at p + each offset."""
-    k = len(offsets)
-    v = ir.Constant(_vec(ir.IntType(16), k), [0] * k)
-    for i, at in enumerate(offsets):
-        h = _load(builder, builder.gep(p, [ir.Constant(I32, at)]), ir.IntType(16))
-        v = builder.insert_element(v, h, ir.Constant(I32, i))
-    return builder.fpext(builder.bitcast(v, _vec(ir.HalfType(), k)), _vec(F32, k))
-
-
 def _legacy_values(builder, wp, kind, unsigned):
     """<32 x i8> values of the weight block at wp: signed (value offset applied), or unsigned as stored
     (Q8_0: flipped by 128) for the VNNI form, which subtracts offset * sum(x) afterwards."""
@@ -234,53 +206,69 @@ def _block_partials(builder, wp, xv, kind):
     return builder.sub(dot, builder.mul(sum_x, _splat(I32, 8, offset)))
 
 
-def _legacy_blocks(kind, k):
-    """Intrinsic (w, wo, x, xo, acc) -> float32: acc plus the k consecutive blocks starting at w[wo] and
-    x[xo], each added as ggml_vec_dot_<kind>_q8_x_generic does (same products, same order)."""
+def _lane_quads(builder, partials):
+    """<8 x i32>, lane l = the products of bytes 4l..4l+3: the VNNI partials as they are, the <16 x i32>
+    pair sums folded (as x86's pmaddubsw + pmaddwd-with-ones group them)."""
+    if partials.type.count == 8:
+        return partials
+    even = builder.shuffle_vector(partials, partials, ir.Constant(_vec(I32, 8), list(range(0, 16, 2))))
+    odd = builder.shuffle_vector(partials, partials, ir.Constant(_vec(I32, 8), list(range(1, 16, 2))))
+    return builder.add(even, odd)
+
+
+def _fma(builder, a, b, c):
+    fnty = ir.FunctionType(a.type, [a.type] * 3)
+    name = f"llvm.fma.v{a.type.count}f32" if isinstance(a.type, ir.VectorType) else "llvm.fma.f32"
+    return builder.call(cgutils.get_or_insert_function(builder.module, fnty, name), [a, b, c])
+
+
+def _hsum_float_8(builder, v):
+    """ggml's hsum_float_8: (high 4 + low 4), then (r0 + r2) + (r1 + r3)."""
+    def pick(vec, idx):
+        return builder.shuffle_vector(vec, vec, ir.Constant(_vec(I32, len(idx)), idx))
+    r = builder.fadd(pick(v, [4, 5, 6, 7]), pick(v, [0, 1, 2, 3]))
+    s = builder.fadd(pick(r, [0, 1]), pick(r, [2, 3]))
+    return builder.fadd(builder.extract_element(s, ir.Constant(I32, 0)), builder.extract_element(s, ir.Constant(I32, 1)))
+
+
+def _legacy_row(kind):
+    """Intrinsic (w_row, x_row, nb) -> float32: the dot of nb weight blocks with nb activation blocks in
+    ggml-cpu's x86 (AVX2/AVX-512) order: per block 8 float lanes of exact integer sums times
+    d = d_w * d_x, fused-multiply-added into 8 accumulators; one hsum_float_8 at the end; for Q4_1/Q5_1
+    the m * s terms summed on the side (fused, as GCC contracts `summs += m * s`) and added last."""
     ws, at_m, _, _, _, xs = LEGACY_LAYOUT[kind]
     xq_at = 2 if xs == 34 else 4
 
-    def typer(typingctx, w, wo, x, xo, acc):
+    def typer(typingctx, w, x, nb):
         if not _i8_arrays(w, x):
             return None
 
         def codegen(context, builder, sig, args):
-            wp = _ptr(context, builder, sig.args[0], args[0], args[1])
-            xp = _ptr(context, builder, sig.args[2], args[2], args[3])
-            pairs = []
-            for i in range(k):
-                pairs.append(_block_partials(builder, builder.gep(wp, [ir.Constant(I32, i * ws)]),
-                                             _bytes(builder, xp, 32, i * xs + xq_at), kind))
-            sumi = builder.sitofp(_reduce_many(builder, pairs) if k > 1 else
-                                  builder.insert_element(ir.Constant(_vec(I32, 1), [0]),
-                                                         _reduce_add(builder, pairs[0]), ir.Constant(I32, 0)),
-                                  _vec(F32, k))
-            dw = _halves(builder, wp, [i * ws for i in range(k)])
-            dx = _halves(builder, xp, [i * xs for i in range(k)])
-            if kind == "q4_0":
-                terms = builder.fmul(builder.fmul(sumi, dw), dx)
-            elif kind == "q8_0":
-                terms = builder.fmul(sumi, builder.fmul(dw, dx))
-            else:
-                terms = builder.fmul(builder.fmul(dw, dx), sumi)
-            if at_m is not None:
-                m = _halves(builder, wp, [i * ws + at_m for i in range(k)])
-                s = _halves(builder, xp, [i * xs + 2 for i in range(k)])
-                terms = builder.fadd(terms, builder.fmul(m, s))
-            total = args[4]
-            for i in range(k):
-                total = builder.fadd(total, builder.extract_element(terms, ir.Constant(I32, i)))
-            return total
-        return types.float32(w, types.intp, x, types.intp, types.float32), codegen
+            zero = ir.Constant(args[2].type, 0)
+            wp0 = _ptr(context, builder, sig.args[0], args[0], zero)
+            xp0 = _ptr(context, builder, sig.args[1], args[1], zero)
+            acc = cgutils.alloca_once_value(builder, ir.Constant(_vec(F32, 8), [0.0] * 8))
+            summs = cgutils.alloca_once_value(builder, ir.Constant(F32, 0.0))
+            with cgutils.for_range(builder, args[2]) as loop:
+                b = loop.index
+                wp = builder.gep(wp0, [builder.mul(b, ir.Constant(b.type, ws))])
+                xp = builder.gep(xp0, [builder.mul(b, ir.Constant(b.type, xs))])
+                lanes = _lane_quads(builder, _block_partials(builder, wp, _bytes(builder, xp, 32, xq_at), kind))
+                d = builder.fmul(_half_at(builder, wp, 0), _half_at(builder, xp, 0))
+                d8 = builder.shuffle_vector(builder.insert_element(ir.Constant(_vec(F32, 8), [0.0] * 8), d,
+                                                                   ir.Constant(I32, 0)),
+                                            _vec_undef(F32, 8), ir.Constant(_vec(I32, 8), [0] * 8))
+                builder.store(_fma(builder, d8, builder.sitofp(lanes, _vec(F32, 8)), builder.load(acc)), acc)
+                if at_m is not None:
+                    builder.store(_fma(builder, _half_at(builder, wp, at_m), _half_at(builder, xp, 2),
+                                       builder.load(summs)), summs)
+            total = _hsum_float_8(builder, builder.load(acc))
+            return builder.fadd(total, builder.load(summs)) if at_m is not None else total
+        return types.float32(w, x, types.intp), codegen
     return intrinsic(typer)
 
 
-BLOCKS_PER_STEP = 4
-dot4_q4_0, dot1_q4_0 = _legacy_blocks("q4_0", 4), _legacy_blocks("q4_0", 1)
-dot4_q4_1, dot1_q4_1 = _legacy_blocks("q4_1", 4), _legacy_blocks("q4_1", 1)
-dot4_q5_0, dot1_q5_0 = _legacy_blocks("q5_0", 4), _legacy_blocks("q5_0", 1)
-dot4_q5_1, dot1_q5_1 = _legacy_blocks("q5_1", 4), _legacy_blocks("q5_1", 1)
-dot4_q8_0, dot1_q8_0 = _legacy_blocks("q8_0", 4), _legacy_blocks("q8_0", 1)
+row_q4_0, row_q4_1, row_q5_0, row_q5_1, row_q8_0 = (_legacy_row(k) for k in ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0"))
 
 
 # ---- 256-value super-blocks × Q8_K activations --------------------------------------------------
