@@ -7,7 +7,8 @@ Weight/activation pairs as ggml's vec_dot_type: Q4_0, Q5_0, Q8_0 x Q8_0 and Q4_1
 actquant). Each row is one vecir intrinsic that follows ggml-cpu's x86 ggml_vec_dot_<t>_q8_<k> (the
 AVX2/AVX-512 build llama.cpp runs here): exact integer sums in 8 lanes per block, scaled and
 fused-multiply-added into 8 float accumulators, one horizontal sum per row. The same IR runs on ARM
-(NEON), with the same results. matmat runs the same row function per token, so it equals matvec bit for bit.
+(NEON), with the same results. Four rows go together (shared activation loads, independent chains); matmat runs the same row code
+per token, so it equals matvec bit for bit.
 Numba's cache does not see edits to vecir: after changing it, touch this file (or clear the cache).
 """
 from __future__ import annotations
@@ -15,98 +16,107 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ggq.runtime.kernels.vecir import row_q4_0, row_q4_1, row_q5_0, row_q5_1, row_q8_0
+from ggq.runtime.kernels.vecir import (row1_q4_0, row1_q4_1, row1_q5_0, row1_q5_1, row1_q8_0, rows4_q4_0,
+                                       rows4_q4_1, rows4_q5_0, rows4_q5_1, rows4_q8_0)
 
 F32 = np.float32
 
 
-@njit(inline="always", cache=True)
-def _row_q4_0(wr, xr):
-    return row_q4_0(wr, xr, wr.shape[0] // 18)
-
-
-@njit(inline="always", cache=True)
-def _row_q4_1(wr, xr):
-    return row_q4_1(wr, xr, wr.shape[0] // 20)
-
-
-@njit(inline="always", cache=True)
-def _row_q5_0(wr, xr):
-    return row_q5_0(wr, xr, wr.shape[0] // 22)
-
-
-@njit(inline="always", cache=True)
-def _row_q5_1(wr, xr):
-    return row_q5_1(wr, xr, wr.shape[0] // 24)
-
-
-@njit(inline="always", cache=True)
-def _row_q8_0(wr, xr):
-    return row_q8_0(wr, xr, wr.shape[0] // 34)
-
-
-# One matvec/matmat pair per type; written out because cached Numba closures over a row function
-# would share one cache entry.
 @njit(parallel=True, cache=True)
 def matvec_q4_0(w, xq, out):
-    for r in prange(w.shape[0]):
-        out[r] = _row_q4_0(w[r], xq)
+    flat, rb = w.reshape(-1), w.shape[1]
+    nb, groups = rb // 18, w.shape[0] // 4
+    for g in prange(groups):
+        rows4_q4_0(flat, 4 * g, rb, xq, nb, out)
+    for r in range(4 * groups, w.shape[0]):
+        row1_q4_0(flat, r, rb, xq, nb, out)
 
 
 @njit(parallel=True, cache=True)
 def matmat_q4_0(w, xq, out):
-    for r in prange(w.shape[0]):
-        for t in range(xq.shape[0]):
-            out[t, r] = _row_q4_0(w[r], xq[t])
+    flat, rb = w.reshape(-1), w.shape[1]
+    nb = rb // 18
+    for t in range(xq.shape[0]):
+        xt, ot = xq[t], out[t]
+        for r in prange(w.shape[0]):
+            row1_q4_0(flat, r, rb, xt, nb, ot)
 
 
 @njit(parallel=True, cache=True)
 def matvec_q4_1(w, xq, out):
-    for r in prange(w.shape[0]):
-        out[r] = _row_q4_1(w[r], xq)
+    flat, rb = w.reshape(-1), w.shape[1]
+    nb, groups = rb // 20, w.shape[0] // 4
+    for g in prange(groups):
+        rows4_q4_1(flat, 4 * g, rb, xq, nb, out)
+    for r in range(4 * groups, w.shape[0]):
+        row1_q4_1(flat, r, rb, xq, nb, out)
 
 
 @njit(parallel=True, cache=True)
 def matmat_q4_1(w, xq, out):
-    for r in prange(w.shape[0]):
-        for t in range(xq.shape[0]):
-            out[t, r] = _row_q4_1(w[r], xq[t])
+    flat, rb = w.reshape(-1), w.shape[1]
+    nb = rb // 20
+    for t in range(xq.shape[0]):
+        xt, ot = xq[t], out[t]
+        for r in prange(w.shape[0]):
+            row1_q4_1(flat, r, rb, xt, nb, ot)
 
 
 @njit(parallel=True, cache=True)
 def matvec_q5_0(w, xq, out):
-    for r in prange(w.shape[0]):
-        out[r] = _row_q5_0(w[r], xq)
+    flat, rb = w.reshape(-1), w.shape[1]
+    nb, groups = rb // 22, w.shape[0] // 4
+    for g in prange(groups):
+        rows4_q5_0(flat, 4 * g, rb, xq, nb, out)
+    for r in range(4 * groups, w.shape[0]):
+        row1_q5_0(flat, r, rb, xq, nb, out)
 
 
 @njit(parallel=True, cache=True)
 def matmat_q5_0(w, xq, out):
-    for r in prange(w.shape[0]):
-        for t in range(xq.shape[0]):
-            out[t, r] = _row_q5_0(w[r], xq[t])
+    flat, rb = w.reshape(-1), w.shape[1]
+    nb = rb // 22
+    for t in range(xq.shape[0]):
+        xt, ot = xq[t], out[t]
+        for r in prange(w.shape[0]):
+            row1_q5_0(flat, r, rb, xt, nb, ot)
 
 
 @njit(parallel=True, cache=True)
 def matvec_q5_1(w, xq, out):
-    for r in prange(w.shape[0]):
-        out[r] = _row_q5_1(w[r], xq)
+    flat, rb = w.reshape(-1), w.shape[1]
+    nb, groups = rb // 24, w.shape[0] // 4
+    for g in prange(groups):
+        rows4_q5_1(flat, 4 * g, rb, xq, nb, out)
+    for r in range(4 * groups, w.shape[0]):
+        row1_q5_1(flat, r, rb, xq, nb, out)
 
 
 @njit(parallel=True, cache=True)
 def matmat_q5_1(w, xq, out):
-    for r in prange(w.shape[0]):
-        for t in range(xq.shape[0]):
-            out[t, r] = _row_q5_1(w[r], xq[t])
+    flat, rb = w.reshape(-1), w.shape[1]
+    nb = rb // 24
+    for t in range(xq.shape[0]):
+        xt, ot = xq[t], out[t]
+        for r in prange(w.shape[0]):
+            row1_q5_1(flat, r, rb, xt, nb, ot)
 
 
 @njit(parallel=True, cache=True)
 def matvec_q8_0(w, xq, out):
-    for r in prange(w.shape[0]):
-        out[r] = _row_q8_0(w[r], xq)
+    flat, rb = w.reshape(-1), w.shape[1]
+    nb, groups = rb // 34, w.shape[0] // 4
+    for g in prange(groups):
+        rows4_q8_0(flat, 4 * g, rb, xq, nb, out)
+    for r in range(4 * groups, w.shape[0]):
+        row1_q8_0(flat, r, rb, xq, nb, out)
 
 
 @njit(parallel=True, cache=True)
 def matmat_q8_0(w, xq, out):
-    for r in prange(w.shape[0]):
-        for t in range(xq.shape[0]):
-            out[t, r] = _row_q8_0(w[r], xq[t])
+    flat, rb = w.reshape(-1), w.shape[1]
+    nb = rb // 34
+    for t in range(xq.shape[0]):
+        xt, ot = xq[t], out[t]
+        for r in prange(w.shape[0]):
+            row1_q8_0(flat, r, rb, xt, nb, ot)

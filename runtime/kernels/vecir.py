@@ -231,44 +231,56 @@ def _hsum_float_8(builder, v):
     return builder.fadd(builder.extract_element(s, ir.Constant(I32, 0)), builder.extract_element(s, ir.Constant(I32, 1)))
 
 
-def _legacy_row(kind):
-    """Intrinsic (w_row, x_row, nb) -> float32: the dot of nb weight blocks with nb activation blocks in
-    ggml-cpu's x86 (AVX2/AVX-512) order: per block 8 float lanes of exact integer sums times
-    d = d_w * d_x, fused-multiply-added into 8 accumulators; one hsum_float_8 at the end; for Q4_1/Q5_1
-    the m * s terms summed on the side (fused, as GCC contracts `summs += m * s`) and added last."""
+def _legacy_rows(kind, n_rows):
+    """Intrinsic (w, r0, row_bytes, x, nb, out): out[r0 + i] for the n_rows rows from r0 of the flat
+    weight bytes w, each the dot of its nb blocks with the activation row x in ggml-cpu's x86 (AVX2/
+    AVX-512) order: per block 8 float lanes of exact integer sums times d = d_w * d_x, fused-multiply-
+    added into 8 accumulators; one hsum_float_8 at the end; for Q4_1/Q5_1 the m * s terms summed on the
+    side (fused, as GCC contracts `summs += m * s`) and added last. Several rows share each activation
+    block and keep independent accumulator chains, which the out-of-order core overlaps."""
     ws, at_m, _, _, _, xs = LEGACY_LAYOUT[kind]
     xq_at = 2 if xs == 34 else 4
 
-    def typer(typingctx, w, x, nb):
+    def typer(typingctx, w, r0, row_bytes, x, nb, out):
         if not _i8_arrays(w, x):
             return None
 
         def codegen(context, builder, sig, args):
-            zero = ir.Constant(args[2].type, 0)
-            wp0 = _ptr(context, builder, sig.args[0], args[0], zero)
-            xp0 = _ptr(context, builder, sig.args[1], args[1], zero)
-            acc = cgutils.alloca_once_value(builder, ir.Constant(_vec(F32, 8), [0.0] * 8))
-            summs = cgutils.alloca_once_value(builder, ir.Constant(F32, 0.0))
-            with cgutils.for_range(builder, args[2]) as loop:
+            w_arr, r0_v, rb, x_arr, nb_v, out_arr = args
+            xp0 = _ptr(context, builder, sig.args[3], x_arr, ir.Constant(nb_v.type, 0))
+            rows = [_ptr(context, builder, sig.args[0], w_arr,
+                         builder.mul(builder.add(r0_v, ir.Constant(r0_v.type, i)), rb)) for i in range(n_rows)]
+            accs = [cgutils.alloca_once_value(builder, ir.Constant(_vec(F32, 8), [0.0] * 8)) for _ in rows]
+            summs = [cgutils.alloca_once_value(builder, ir.Constant(F32, 0.0)) for _ in rows]
+            with cgutils.for_range(builder, nb_v) as loop:
                 b = loop.index
-                wp = builder.gep(wp0, [builder.mul(b, ir.Constant(b.type, ws))])
                 xp = builder.gep(xp0, [builder.mul(b, ir.Constant(b.type, xs))])
-                lanes = _lane_quads(builder, _block_partials(builder, wp, _bytes(builder, xp, 32, xq_at), kind))
-                d = builder.fmul(_half_at(builder, wp, 0), _half_at(builder, xp, 0))
-                d8 = builder.shuffle_vector(builder.insert_element(ir.Constant(_vec(F32, 8), [0.0] * 8), d,
-                                                                   ir.Constant(I32, 0)),
-                                            _vec_undef(F32, 8), ir.Constant(_vec(I32, 8), [0] * 8))
-                builder.store(_fma(builder, d8, builder.sitofp(lanes, _vec(F32, 8)), builder.load(acc)), acc)
+                xv, dx = _bytes(builder, xp, 32, xq_at), _half_at(builder, xp, 0)
+                sx = _half_at(builder, xp, 2) if at_m is not None else None
+                for row, acc, summ in zip(rows, accs, summs):
+                    wp = builder.gep(row, [builder.mul(b, ir.Constant(b.type, ws))])
+                    lanes = builder.sitofp(_lane_quads(builder, _block_partials(builder, wp, xv, kind)), _vec(F32, 8))
+                    d = builder.fmul(_half_at(builder, wp, 0), dx)
+                    d8 = builder.shuffle_vector(builder.insert_element(_vec_undef(F32, 8), d, ir.Constant(I32, 0)),
+                                                _vec_undef(F32, 8), ir.Constant(_vec(I32, 8), [0] * 8))
+                    builder.store(_fma(builder, d8, lanes, builder.load(acc)), acc)
+                    if at_m is not None:
+                        builder.store(_fma(builder, _half_at(builder, wp, at_m), sx, builder.load(summ)), summ)
+            out_p = context.make_array(sig.args[5])(context, builder, out_arr).data
+            for i, (acc, summ) in enumerate(zip(accs, summs)):
+                total = _hsum_float_8(builder, builder.load(acc))
                 if at_m is not None:
-                    builder.store(_fma(builder, _half_at(builder, wp, at_m), _half_at(builder, xp, 2),
-                                       builder.load(summs)), summs)
-            total = _hsum_float_8(builder, builder.load(acc))
-            return builder.fadd(total, builder.load(summs)) if at_m is not None else total
-        return types.float32(w, x, types.intp), codegen
+                    total = builder.fadd(total, builder.load(summ))
+                builder.store(total, builder.gep(out_p, [builder.add(r0_v, ir.Constant(r0_v.type, i))]))
+            return context.get_dummy_value()
+        return types.none(w, types.intp, types.intp, x, types.intp, out), codegen
     return intrinsic(typer)
 
 
-row_q4_0, row_q4_1, row_q5_0, row_q5_1, row_q8_0 = (_legacy_row(k) for k in ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0"))
+LEGACY_KINDS = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0")
+ROWS_PER_STEP = 4
+rows4_q4_0, rows4_q4_1, rows4_q5_0, rows4_q5_1, rows4_q8_0 = (_legacy_rows(k, ROWS_PER_STEP) for k in LEGACY_KINDS)
+row1_q4_0, row1_q4_1, row1_q5_0, row1_q5_1, row1_q8_0 = (_legacy_rows(k, 1) for k in LEGACY_KINDS)
 
 
 # ---- 256-value super-blocks × Q8_K activations --------------------------------------------------
