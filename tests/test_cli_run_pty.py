@@ -101,6 +101,15 @@ def _answer_text(seen: bytes) -> str:
     return seen.decode("utf-8", "replace").replace("\r", "")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def compiled_kernels(q4_1_gguf):
+    """Compile (or load) the model's kernels into Numba's on-disk cache here, so that the timeouts below
+    measure the chat loop, not a first compile of the decode step (tens of seconds on a fresh machine)."""
+    import ggq
+    with ggq.load(q4_1_gguf, threads=1, ctx_size=1024) as m:
+        m.generate("Hi", max_tokens=2, temperature=0)
+
+
 @pytest.fixture
 def terminal(q4_1_gguf):
     argv = [sys.executable, "-P", "-m", "ggq", "run", str(q4_1_gguf), "--temp", "0", "-n", "24",
