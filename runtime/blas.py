@@ -72,7 +72,7 @@ def matmul_split(x: np.ndarray, rows: np.ndarray, out_cols: np.ndarray) -> None:
 
 def _attend_head(q_h, k, v, pos0: int, window: int, out_h) -> None:
     """One query head over its kv head: softmax(q k^T + causal/window mask) v, as two BLAS products."""
-    n_t, n_k = q_h.shape[0], pos0 + q_h.shape[0]
+    n_k = pos0 + q_h.shape[0]
     scores = q_h @ k[:n_k].T                                   # [T, n_k]
     query_pos = np.arange(pos0, n_k)[:, None]
     key_pos = np.arange(n_k)[None, :]

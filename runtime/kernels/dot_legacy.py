@@ -13,15 +13,13 @@ Numba's cache does not see edits to vecir: after changing it, touch this file (o
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import njit, prange
 
 from ggq.runtime.kernels.vecir import (row1_q4_0, row1_q4_1, row1_q5_0, row1_q5_1, row1_q8_0, rows4_q4_0,
                                        rows4_q4_1, rows4_q5_0, rows4_q5_1, rows4_q8_0)
 
-F32 = np.float32
-
-
+# One matvec/matmat pair per type, written out: cached Numba closures over a row function would share
+# one cache entry.
 @njit(parallel=True, cache=True)
 def matvec_q4_0(w, xq, out):
     flat, rb = w.reshape(-1), w.shape[1]
