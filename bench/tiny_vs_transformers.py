@@ -42,16 +42,20 @@ N_GREEDY_SEQS, N_GREEDY = 3, 16
 
 
 def installed_is_head() -> bool:
-    """Is the installed ggq (what this script runs) git HEAD's ggq/, runtime/ and convert/?"""
+    """Is the ggq this script imports (installed or editable) git HEAD's ggq/, runtime/ and convert/?"""
     import ggq
-    site = Path(ggq.__file__).parent
+    import ggq.convert
+    import ggq.runtime
+    where = {"ggq": Path(ggq.__file__).parent, "runtime": Path(ggq.runtime.__file__).parent,
+             "convert": Path(ggq.convert.__file__).parent}
 
     def git(*args: str) -> bytes:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, check=True).stdout
 
     for path in git("ls-files", "ggq/*.py", "runtime/*.py", "convert/*.py").decode().split():
-        installed = site / (path[4:] if path.startswith("ggq/") else path)
-        if not installed.is_file() or installed.read_bytes() != git("show", f"HEAD:{path}"):
+        top, rest = path.split("/", 1)
+        imported = where[top] / rest
+        if not imported.is_file() or imported.read_bytes() != git("show", f"HEAD:{path}"):
             return False
     return True
 
