@@ -15,6 +15,8 @@ One layer, in the order of the math (llama; the other architectures switch piece
 """
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 
 from ggq.errors import GGQError
@@ -27,6 +29,18 @@ from ggq.runtime.weights import Layer, embed, linear, load_weights
 
 ACTIVATIONS = {"silu": silu_mul, "gelu_tanh": gelu_tanh_mul}
 DEFAULT_BATCH = 256
+
+
+def kv_buffer(shape: tuple[int, ...]) -> np.ndarray:
+    """A zeroed float32 array whose memory becomes resident only where positions are written: an
+    anonymous mapping with transparent huge pages off (with them, the first write into each head's
+    slab of the cache made 2 MB resident, the whole cache after one token)."""
+    count = int(np.prod(shape))
+    buf = mmap.mmap(-1, max(count * 4, 1))
+    no_huge_pages = getattr(mmap, "MADV_NOHUGEPAGE", None)  # Linux only; elsewhere pages are small
+    if no_huge_pages is not None:
+        buf.madvise(no_huge_pages)
+    return np.frombuffer(buf, np.float32, count).reshape(shape)
 
 
 class Workspace:
@@ -62,8 +76,8 @@ class Transformer:
             raise GGQError(f"context size must be positive, got {self.ctx_size}")
         self.n_batch = n_batch
         shape = (p.n_layer, p.n_head_kv, self.ctx_size, p.head_dim)
-        self.k_cache = np.zeros(shape, np.float32)  # zeros: pages are only touched when written
-        self.v_cache = np.zeros(shape, np.float32)
+        self.k_cache = kv_buffer(shape)
+        self.v_cache = kv_buffer(shape)
         self.ws = Workspace(p, n_batch, self.ctx_size)
         self.activation = ACTIVATIONS[p.spec.activation]
         self.cache_tokens: list[int] = []  # what the KV cache holds (kept by the generation loop)
