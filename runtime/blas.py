@@ -6,6 +6,7 @@ So BLAS runs single-threaded inside each of a few Python worker threads (numpy r
 rows of the weight tile split between them, and Numba's kernels run in between, alone.
 
     matmul_split(x, rows, out_cols)       # out_cols[T, R] = x[T, n] @ rows[R, n].T
+    attention_split(q, k_cache, v_cache, pos0, window, out)   # a prompt's attention, heads in parallel
 """
 from __future__ import annotations
 

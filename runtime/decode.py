@@ -1,7 +1,7 @@
 """The tables that the compiled decode step (kernels/step.py) reads, built once per opened model.
 
-    step = DecodeStep(transformer)
-    logits = step.run(token, pos)       # [1, n_vocab], the KV cache updated at pos
+    step = DecodeStep(transformer, exact=False)
+    logits = step.run(pos)      # the token's embedding in transformer.ws.x[0] -> [1, n_vocab], cache updated
 
 Matrices become rows of one int64 table (byte offset in the memory-mapped file, rows, bytes per row, kind);
 per-layer vectors become [n_layer, size] float32 arrays (zeros for pieces the architecture lacks, with a
