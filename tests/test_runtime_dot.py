@@ -13,6 +13,7 @@ from gguf.quants import quantize as gguf_quantize
 from ggq.quants import quantize
 from ggq.runtime.kernels.actquant import quantize_activations
 from ggq.runtime.kernels.dot_table import DOT_TYPES, dot_kernels
+from ggq.runtime.kernels.vecir import ROWS_PER_STEP
 
 RNG = np.random.default_rng(1234)
 LEGACY = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]
@@ -175,7 +176,7 @@ def test_legacy_matvec_follows_ggml_x86_float_order(wtype):
     (AVX2 path): lane l of a block = integer sum over bytes 4l..4l+3; acc = fma(d_w * d_x, lane, acc);
     hsum_float_8(acc) = ((a4+a0) + (a6+a2)) + ((a5+a1) + (a7+a3)); plus summs = fma(m, s, summs)."""
     fmt, matvec, _ = dot_kernels(wtype)
-    w = _weights(wtype, 23, 576)
+    w = _weights(wtype, 2 * ROWS_PER_STEP + 5, 576)  # two multi-row steps, then single rows
     xq = quantize_activations(_activations(576), fmt)
     q, d, m = _legacy_ints(w, wtype)
     xb = xq.reshape(-1, 36 if fmt == "Q8_1" else 34)

@@ -7,26 +7,28 @@ Weight/activation pairs as ggml's vec_dot_type: Q4_0, Q5_0, Q8_0 x Q8_0 and Q4_1
 actquant). Each row is one vecir intrinsic that follows ggml-cpu's x86 ggml_vec_dot_<t>_q8_<k> (the
 AVX2/AVX-512 build llama.cpp runs here): exact integer sums in 8 lanes per block, scaled and
 fused-multiply-added into 8 float accumulators, one horizontal sum per row. The same IR runs on ARM
-(NEON), with the same results. Four rows go together (shared activation loads, independent chains); matmat runs the same row code
-per token, so it equals matvec bit for bit.
+(NEON), with the same results. vecir.ROWS_PER_STEP rows go together (shared activation loads,
+independent chains), the rest one by one; every row's arithmetic is the same either way, so matmat
+(one row at a time per token) equals matvec bit for bit.
 Numba's cache does not see edits to vecir: after changing it, touch this file (or clear the cache).
 """
 from __future__ import annotations
 
 from numba import njit, prange
 
-from ggq.runtime.kernels.vecir import (row1_q4_0, row1_q4_1, row1_q5_0, row1_q5_1, row1_q8_0, rows4_q4_0,
-                                       rows4_q4_1, rows4_q5_0, rows4_q5_1, rows4_q8_0)
+from ggq.runtime.kernels.vecir import ROWS_PER_STEP as STEP
+from ggq.runtime.kernels.vecir import (row1_q4_0, row1_q4_1, row1_q5_0, row1_q5_1, row1_q8_0, rows_q4_0, rows_q4_1,
+                                       rows_q5_0, rows_q5_1, rows_q8_0)
 
 # One matvec/matmat pair per type, written out: cached Numba closures over a row function would share
 # one cache entry.
 @njit(parallel=True, cache=True)
 def matvec_q4_0(w, xq, out):
     flat, rb = w.reshape(-1), w.shape[1]
-    nb, groups = rb // 18, w.shape[0] // 4
+    nb, groups = rb // 18, w.shape[0] // STEP
     for g in prange(groups):
-        rows4_q4_0(flat, 4 * g, rb, xq, nb, out)
-    for r in range(4 * groups, w.shape[0]):
+        rows_q4_0(flat, STEP * g, rb, xq, nb, out)
+    for r in range(STEP * groups, w.shape[0]):
         row1_q4_0(flat, r, rb, xq, nb, out)
 
 
@@ -43,10 +45,10 @@ def matmat_q4_0(w, xq, out):
 @njit(parallel=True, cache=True)
 def matvec_q4_1(w, xq, out):
     flat, rb = w.reshape(-1), w.shape[1]
-    nb, groups = rb // 20, w.shape[0] // 4
+    nb, groups = rb // 20, w.shape[0] // STEP
     for g in prange(groups):
-        rows4_q4_1(flat, 4 * g, rb, xq, nb, out)
-    for r in range(4 * groups, w.shape[0]):
+        rows_q4_1(flat, STEP * g, rb, xq, nb, out)
+    for r in range(STEP * groups, w.shape[0]):
         row1_q4_1(flat, r, rb, xq, nb, out)
 
 
@@ -63,10 +65,10 @@ def matmat_q4_1(w, xq, out):
 @njit(parallel=True, cache=True)
 def matvec_q5_0(w, xq, out):
     flat, rb = w.reshape(-1), w.shape[1]
-    nb, groups = rb // 22, w.shape[0] // 4
+    nb, groups = rb // 22, w.shape[0] // STEP
     for g in prange(groups):
-        rows4_q5_0(flat, 4 * g, rb, xq, nb, out)
-    for r in range(4 * groups, w.shape[0]):
+        rows_q5_0(flat, STEP * g, rb, xq, nb, out)
+    for r in range(STEP * groups, w.shape[0]):
         row1_q5_0(flat, r, rb, xq, nb, out)
 
 
@@ -83,10 +85,10 @@ def matmat_q5_0(w, xq, out):
 @njit(parallel=True, cache=True)
 def matvec_q5_1(w, xq, out):
     flat, rb = w.reshape(-1), w.shape[1]
-    nb, groups = rb // 24, w.shape[0] // 4
+    nb, groups = rb // 24, w.shape[0] // STEP
     for g in prange(groups):
-        rows4_q5_1(flat, 4 * g, rb, xq, nb, out)
-    for r in range(4 * groups, w.shape[0]):
+        rows_q5_1(flat, STEP * g, rb, xq, nb, out)
+    for r in range(STEP * groups, w.shape[0]):
         row1_q5_1(flat, r, rb, xq, nb, out)
 
 
@@ -103,10 +105,10 @@ def matmat_q5_1(w, xq, out):
 @njit(parallel=True, cache=True)
 def matvec_q8_0(w, xq, out):
     flat, rb = w.reshape(-1), w.shape[1]
-    nb, groups = rb // 34, w.shape[0] // 4
+    nb, groups = rb // 34, w.shape[0] // STEP
     for g in prange(groups):
-        rows4_q8_0(flat, 4 * g, rb, xq, nb, out)
-    for r in range(4 * groups, w.shape[0]):
+        rows_q8_0(flat, STEP * g, rb, xq, nb, out)
+    for r in range(STEP * groups, w.shape[0]):
         row1_q8_0(flat, r, rb, xq, nb, out)
 
 
