@@ -31,6 +31,10 @@ TYPES = ("F16", "Q8_0", "Q6_K", "Q4_K_M", "Q4_0", "Q2_K")
 TARGETS = {("tg", "Q4_K_M"): 1.0, ("tg", "Q8_0"): 1.0, ("tg", "Q4_0"): 1.0, ("pp", "Q4_K_M"): 0.8,
            ("pp", "Q8_0"): 0.8}  # everything else: tg >= 0.8, pp reported
 GGQ = [sys.executable, "-m", "ggq"]
+ARM_NOTE = ("Measured on x86 only. Not measured: Apple Silicon / ARM. There ggq runs the same kernels from "
+            "the generic LLVM vector IR (the x86 hosts' vpdpbusd / pmaddubsw variants are chosen only when "
+            "the CPU has them; the generic IR is tested bit-exact here with GGQ_NO_VNNI=1 GGQ_NO_MADD=1), and "
+            "numpy's BLAS is Accelerate rather than OpenBLAS.")
 
 
 def llama_bench(path: Path, threads: int, reps: int, n_prompt: int, n_gen: int) -> dict[str, float]:
@@ -133,7 +137,7 @@ def main() -> None:
             f"round of each side; load average after the runs {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}. "
             "llama.cpp is built with -march=native but without AMX (bench/llamacpp.py: its AMX kernels crash "
             "on this machine). ggq's prompts run in float32 (BLAS), its decode with 8-bit activations as "
-            "llama.cpp's.\n\n"
+            "llama.cpp's.\n\n" + ARM_NOTE + "\n\n"
             + markdown_table(["file", "test", "ggq tok/s", "llama.cpp tok/s", "ratio", "target", "", "ggq load / first token ms"], rows)
             + ("\n\n" + markdown_table(["measure", "value", "target", ""], start) if start else ""))
     write_section("vs_llamacpp", body)
