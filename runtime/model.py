@@ -58,6 +58,7 @@ class Workspace:
         self.up = np.empty((n, p.n_ff), f32)
         self.arange = np.arange(n, dtype=np.int64)
         self.positions = np.empty(n, np.int64)
+        self.token = np.empty(1, np.int64)  # the generated token's id, for decode
         self.scores = np.empty((p.n_head, ctx), f32)
         self.logits = np.empty((1, p.n_vocab), f32)
 
@@ -118,8 +119,9 @@ class Transformer:
         unless exact); returns logits [1, n_vocab], a buffer the next call overwrites."""
         if not 0 <= pos < self.ctx_size:
             raise GGQError(f"position {pos} is outside the context of {self.ctx_size}")
-        x = self.ws.x[:1]
-        embed(self.weights.token_embd, np.array([token], np.int64), x)
+        x, ids = self.ws.x[:1], self.ws.token
+        ids[0] = token
+        embed(self.weights.token_embd, ids, x)
         if self.params.embed_scale != 1.0:
             x *= np.float32(self.params.embed_scale)
         if self._step is None:

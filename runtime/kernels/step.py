@@ -25,6 +25,7 @@ KINDS = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "
 (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) = range(len(KINDS))
 ROLES = ("wq", "wk", "wv", "wo", "ffn_gate", "ffn_up", "ffn_down")
 WQ, WK, WV, WO, GATE, UP, DOWN = range(len(ROLES))
+N_ROLES = len(ROLES)  # matrices per layer in the table; the output matrix follows the last layer's
 
 
 @njit(cache=True)
@@ -109,7 +110,7 @@ def _attention_block(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bu
     n_head, n_kv, hd = dims
     exact, qkv_bias, qk_norm, post_norms, neox, eps, attn_scale = flags
     x, h, q, k, v, att, gate, up, scores, xq = bufs
-    base = i * 7
+    base = i * N_ROLES
     rmsnorm(x, attn_norm[i], eps, h)
     matvec_any(blob, mats, base + WQ, h[0], q[0], xq, exact)
     matvec_any(blob, mats, base + WK, h[0], k[0], xq, exact)
@@ -140,7 +141,7 @@ def _feed_forward_block(i, blob, mats, vecs, flags, gelu, bufs):
     attn_norm, ffn_norm, attn_post, ffn_post, q_norm, k_norm, bq, bk, bv, out_norm = vecs
     exact, qkv_bias, qk_norm, post_norms, neox, eps, attn_scale = flags
     x, h, q, k, v, att, gate, up, scores, xq = bufs
-    base = i * 7
+    base = i * N_ROLES
     rmsnorm(x, ffn_norm[i], eps, h)
     matvec_any(blob, mats, base + GATE, h[0], gate[0], xq, exact)
     matvec_any(blob, mats, base + UP, h[0], up[0], xq, exact)
@@ -164,7 +165,8 @@ def decode_step(pos, blob, mats, vecs, rope_tab, caches, dims, flags, gelu, fina
         _attention_block(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs)
         _feed_forward_block(i, blob, mats, vecs, flags, gelu, bufs)
     x, h, xq = bufs[0], bufs[1], bufs[9]
-    rmsnorm(x, vecs[9], flags[5], h)
-    matvec_any(blob, mats, n_layer * 7, h[0], logits[0], xq, flags[0])
+    output_norm, exact, eps = vecs[9], flags[0], flags[5]
+    rmsnorm(x, output_norm, eps, h)
+    matvec_any(blob, mats, n_layer * N_ROLES, h[0], logits[0], xq, exact)
     if final_softcap > 0.0:
         softcap(logits, final_softcap)

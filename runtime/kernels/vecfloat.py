@@ -16,15 +16,15 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ggq.runtime.kernels.vecir import F32, I32, _vec
+from ggq.runtime.kernels.vecir import F32, I32, _ptr, _vec
 
 LANES = 16
 I16 = ir.IntType(16)
 
 
 def _data(context, builder, aryty, ary, elem):
-    data = context.make_array(aryty)(context, builder, ary).data
-    return builder.bitcast(data, elem.as_pointer())
+    """elem* to the first element of a 1-D array."""
+    return builder.bitcast(_ptr(context, builder, aryty, ary, ir.Constant(I32, 0)), elem.as_pointer())
 
 
 def _widen_f16(builder, h):
