@@ -89,9 +89,9 @@ def compare_prompt(m, path: Path, prompt: str) -> dict:
             "divergence": div, "ggq": b"".join(pieces), "llama": theirs}
 
 
-def continuations(path: Path, threads: int) -> list[dict]:
+def continuations(path: Path, threads: int, match: bool) -> list[dict]:
     import ggq
-    m = ggq.load(path, threads=threads, ctx_size=256)
+    m = ggq.load(path, threads=threads, ctx_size=256, match_llamacpp=match)
     try:
         return [compare_prompt(m, path, p) for p in PROMPTS]
     finally:
@@ -132,13 +132,14 @@ def main() -> None:
     ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--chunks", type=int, default=20)
     ap.add_argument("--skip-ppl", action="store_true")
+    ap.add_argument("--match-llamacpp", action="store_true", help="ggq with match_llamacpp=True")
     args = ap.parse_args()
     ggq_threads = args.ggq_threads or args.threads
     text = DATA / "text" / "eval.txt"
     summary, details, commands = [], [], []
     for name in args.files:
         path = ref_path(name)
-        res = continuations(path, ggq_threads)
+        res = continuations(path, ggq_threads, args.match_llamacpp)
         same = sum(r["divergence"] is None for r in res)
         for r in res:
             div = "identical" if r["divergence"] is None else f"token {r['divergence']}"
@@ -183,7 +184,7 @@ def main() -> None:
         markdown_table(["file", "prompt", "prompt ids equal", "ggq tokens", "divergence", "ggq text",
                         "llama.cpp text"], details),
     ])
-    write_section("runtime_vs_llamacpp", body)
+    write_section("runtime_vs_llamacpp_match" if args.match_llamacpp else "runtime_vs_llamacpp", body)
     print(body)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ggq.errors import GGQError
 from ggq.runtime.kernels.step import KINDS, ROLES, decode_step
 
 
@@ -63,3 +64,57 @@ class DecodeStep:
         decode_step(pos, self.blob, self.mats, self.vecs, self.rope, self.caches, self.dims, self.flags,
                     self.gelu, self.final_softcap, self.bufs, self.logits)
         return self.logits
+
+
+class GgmlStep:
+    """Everything kernels/ggml_step.ggml_step needs (the match_llamacpp mode), made once: the matrix
+    table, per-layer vectors, rope constants as ggml computes them in float, the F16 KV cache."""
+
+    def __init__(self, tf):
+        from ggq.runtime.kernels.ggml_step import ggml_step
+        p, w, ws = tf.params, tf.weights, tf.ws
+        if p.spec.activation != "silu" or p.spec.post_norms or p.embed_scale != 1.0 or p.final_softcap:
+            raise GGQError(f"match_llamacpp supports llama-style models (SwiGLU, no extra norms); "
+                           f"not {p.arch}")
+        layers, hd, half = w.layers, p.head_dim, p.rope_dims // 2
+        self._step = ggml_step
+        self.blob, self.mats = tf.gguf.buffer(), _matrix_table(w)
+        self.vecs = (_stack(layers, "attn_norm", p.n_embd), _stack(layers, "ffn_norm", p.n_embd),
+                     _stack(layers, "q_norm", hd), _stack(layers, "k_norm", hd),
+                     _stack(layers, "bq", p.n_head * hd), _stack(layers, "bk", p.n_head_kv * hd),
+                     _stack(layers, "bv", p.n_head_kv * hd), w.output_norm)
+        self.rope = _ggml_rope(p, w, half)
+        self.caches = (tf.k_cache, tf.v_cache)
+        self.dims = (p.n_head, p.n_head_kv, hd)
+        self.flags = (p.spec.qkv_bias, p.spec.qk_norm, p.spec.rope_neox, float(p.rms_eps),
+                      np.float32(p.attn_scale))
+        widest = max(p.n_embd, p.n_ff, p.n_head * hd)
+        xq = np.empty(max(widest // 32 * 36, -(-widest // 256) * 292), np.uint8)
+        self.bufs = (ws.x[:1], ws.h[:1], ws.q[:1], ws.k[:1], ws.v[:1], ws.att[:1], ws.gate[:1], ws.up[:1], xq)
+        self.scratch = (np.empty((half, 2), np.float32), np.empty(hd, np.uint16), np.empty(hd, np.uint16),
+                        np.empty(64, np.float32))
+        self.logits = ws.logits
+
+    def run(self, pos: int) -> np.ndarray:
+        self._step(pos, self.blob, self.mats, self.vecs, self.rope, self.caches, self.dims, self.flags,
+                   self.bufs, self.scratch, self.logits)
+        return self.logits
+
+
+def _ggml_rope(p, w, half: int):
+    """Per layer: theta_scale = powf(base, -2/n_dims) in float (libm's powf, as ggml calls it), the
+    frequency scale, the frequency factors (ones without llama3 scaling) and the attention window."""
+    import ctypes
+    import ctypes.util
+    libm = ctypes.CDLL(ctypes.util.find_library("m"))
+    libm.powf.restype, libm.powf.argtypes = ctypes.c_float, [ctypes.c_float, ctypes.c_float]
+    exponent = np.float32(-2.0) / np.float32(p.rope_dims)
+    n = p.n_layer
+    bases = [p.rope_base_swa if p.is_swa(i) else p.rope_base for i in range(n)]
+    theta_scale = np.array([libm.powf(np.float32(b), exponent) for b in bases], np.float32)
+    freq_scale = np.array([1.0 if p.is_swa(i) else p.rope_scale for i in range(n)], np.float32)
+    factors = np.ones((n, half), np.float32)
+    if w.rope_freqs is not None:
+        factors[[not p.is_swa(i) for i in range(n)]] = w.rope_freqs
+    window = np.array([p.swa_window if p.is_swa(i) else 0 for i in range(n)], np.int64)
+    return theta_scale, freq_scale, factors, window

@@ -22,7 +22,7 @@ import numpy as np
 from ggq.errors import GGQError
 from ggq.gguf_read import GGUFFile
 from ggq.runtime.blas import attention_split
-from ggq.runtime.decode import DecodeStep
+from ggq.runtime.decode import DecodeStep, GgmlStep
 from ggq.runtime.kernels.nn import attention, gelu_tanh_mul, rmsnorm, rope, silu_mul, softcap
 from ggq.runtime.params import ModelParams, read_params
 from ggq.runtime.weights import Layer, embed, linear, load_weights
@@ -31,16 +31,16 @@ ACTIVATIONS = {"silu": silu_mul, "gelu_tanh": gelu_tanh_mul}
 DEFAULT_BATCH = 256
 
 
-def kv_buffer(shape: tuple[int, ...]) -> np.ndarray:
+def kv_buffer(shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
     """A zeroed float32 array whose memory becomes resident only where positions are written: an
     anonymous mapping with transparent huge pages off (with them, the first write into each head's
     slab of the cache made 2 MB resident, the whole cache after one token)."""
-    count = int(np.prod(shape))
-    buf = mmap.mmap(-1, max(count * 4, 1))
+    count, size = int(np.prod(shape)), np.dtype(dtype).itemsize
+    buf = mmap.mmap(-1, max(count * size, 1))
     no_huge_pages = getattr(mmap, "MADV_NOHUGEPAGE", None)  # Linux only; elsewhere pages are small
     if no_huge_pages is not None:
         buf.madvise(no_huge_pages)
-    return np.frombuffer(buf, np.float32, count).reshape(shape)
+    return np.frombuffer(buf, dtype, count).reshape(shape)
 
 
 class Workspace:
@@ -67,9 +67,13 @@ class Transformer:
     """A model opened for inference: hyperparameters, weight views, KV cache and work buffers."""
 
     def __init__(self, gguf: GGUFFile, ctx_size: int | None = None, n_batch: int = DEFAULT_BATCH,
-                 exact: bool = False):
+                 exact: bool = False, match_llamacpp: bool = False):
         self.gguf = gguf
         self.exact = exact  # decode with float32 activations too, instead of llama.cpp's 8-bit integer dots
+        # every token (prompt ones too) through llama.cpp's own CPU arithmetic, F16 KV cache (decode.GgmlStep)
+        self.match_llamacpp = match_llamacpp
+        if exact and match_llamacpp:
+            raise GGQError("exact and match_llamacpp exclude each other")
         self.params = p = read_params(gguf.metadata, gguf.tensors)
         self.weights = load_weights(gguf, p)
         self.ctx_size = int(ctx_size or min(p.n_ctx_train, 4096))
@@ -77,13 +81,15 @@ class Transformer:
             raise GGQError(f"context size must be positive, got {self.ctx_size}")
         self.n_batch = n_batch
         shape = (p.n_layer, p.n_head_kv, self.ctx_size, p.head_dim)
-        self.k_cache = kv_buffer(shape)
-        self.v_cache = kv_buffer(shape)
+        kv_type = np.uint16 if match_llamacpp else np.float32  # F16 bit patterns, as llama.cpp's cache
+        self.k_cache = kv_buffer(shape, kv_type)
+        self.v_cache = kv_buffer(shape, kv_type)
         self.ws = Workspace(p, n_batch, self.ctx_size)
         self.activation = ACTIVATIONS[p.spec.activation]
         self.cache_tokens: list[int] = []  # what the KV cache holds (kept by the generation loop)
         self._rope_tables()
-        self._step: DecodeStep | None = None  # the compiled one-token path, made on first use
+        # the compiled one-token path (made on first use, but at once where it may refuse the model)
+        self._step: DecodeStep | GgmlStep | None = GgmlStep(self) if match_llamacpp else None
 
     def _rope_tables(self) -> None:
         """Per layer: inverse frequencies, position multiplier and attention window."""
@@ -107,6 +113,12 @@ class Transformer:
         if n == 0 or pos < 0 or pos + n > self.ctx_size:
             raise GGQError(f"{n} tokens at position {pos} do not fit the context of {self.ctx_size}")
         logits = np.empty((n, self.params.n_vocab), np.float32) if all_logits else self.ws.logits
+        if self.match_llamacpp:  # one token at a time: the same bits as llama.cpp's batched prompt
+            for t, token in enumerate(ids):
+                out = self.decode(int(token), pos + t)
+                if all_logits:
+                    logits[t] = out[0]
+            return logits
         for start in range(0, n, self.n_batch):
             chunk = ids[start:start + self.n_batch]
             last = start + len(chunk) == n
@@ -125,7 +137,7 @@ class Transformer:
         if self.params.embed_scale != 1.0:
             x *= np.float32(self.params.embed_scale)
         if self._step is None:
-            self._step = DecodeStep(self, self.exact)
+            self._step = GgmlStep(self) if self.match_llamacpp else DecodeStep(self, self.exact)
         return self._step.run(pos)
 
     def _batch(self, ids: np.ndarray, pos: int, logits: np.ndarray | None) -> None:
@@ -194,12 +206,13 @@ class Transformer:
         x += h
 
 
-def open_model(path, ctx_size: int | None = None, n_batch: int = DEFAULT_BATCH, exact: bool = False) -> Transformer:
+def open_model(path, ctx_size: int | None = None, n_batch: int = DEFAULT_BATCH, exact: bool = False,
+               match_llamacpp: bool = False) -> Transformer:
     """Open a GGUF file and prepare it for inference (the file stays memory-mapped)."""
     from ggq.gguf_read import open_gguf
     gguf = open_gguf(path)
     try:
-        return Transformer(gguf, ctx_size=ctx_size, n_batch=n_batch, exact=exact)
+        return Transformer(gguf, ctx_size=ctx_size, n_batch=n_batch, exact=exact, match_llamacpp=match_llamacpp)
     except BaseException:
         gguf.close()
         raise

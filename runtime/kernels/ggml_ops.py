@@ -1,0 +1,183 @@
+"""llama.cpp's CPU arithmetic for the non-matmul ops, bit for bit (the `match_llamacpp` mode).
+
+Each kernel repeats the float operations of ggml-cpu's x86 build (AVX-512 host, GCC's default
+contraction into fused multiply-adds) in the same order, so that given the same inputs it returns the
+same bits. Checked op by op against tensors dumped from llama.cpp itself (bench/llamacpp_trace.py);
+tests/test_runtime_ggml_ops.py holds the oracles that need no llama.cpp.
+
+    rmsnorm          ggml_compute_forward_rms_norm_f32 then the weight multiply (float x*x summed in
+                     double, float mean, 1/sqrtf)
+    rope             ggml_rope_cache_init + rotate_pairs: theta advanced by repeated float multiplies,
+                     cosf/sinf, then x0*c - x1*s as fma(x0, c, -(x1*s))
+    swiglu           ggml_vec_swiglu_f32 with the AVX-512 ggml_v_expf polynomial
+    flash_attention  ggml_compute_forward_flash_attn_ext_f16_one_chunk over an F16 KV cache: q rounded
+                     to F16, q.k in the AVX-512 lane order of ggml_vec_dot_f16, online softmax with expf,
+                     the V sum kept in F16
+
+The F16 KV cache is stored as uint16 bit patterns.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+F32 = np.float32
+
+
+@intrinsic
+def fma32(typingctx, a, b, c):
+    """a * b + c with one rounding (llvm.fma.f32: vfmadd on x86, fmadd on ARM)."""
+    def codegen(context, builder, sig, args):
+        f = ir.FloatType()
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f, [f, f, f]), "llvm.fma.f32")
+        return builder.call(fn, args)
+    return types.float32(types.float32, types.float32, types.float32), codegen
+
+
+@intrinsic
+def f16_bits(typingctx, x):
+    """IEEE half bit pattern of float32 x, rounded to nearest even (as F16C's vcvtps2ph)."""
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+    return types.uint16(types.float32), codegen
+
+
+@intrinsic
+def f16_value(typingctx, h):
+    """float32 of the IEEE half bit pattern h (exact)."""
+    def codegen(context, builder, sig, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+    return types.float32(types.uint16), codegen
+
+
+@njit(cache=True)
+def rmsnorm(x, weight, eps, out):
+    """out[r] = (x[r] * (1 / sqrtf(mean(x[r]^2) + eps))) * weight, for every row r of a 2-D x."""
+    n = x.shape[1]
+    eps32 = F32(eps)
+    for r in range(x.shape[0]):
+        total = 0.0
+        for i in range(n):
+            total += np.float64(x[r, i] * x[r, i])  # the product rounded to float, the sum in double
+        mean = F32(total / n)
+        scale = F32(1.0) / F32(math.sqrt(mean + eps32))
+        for i in range(n):
+            out[r, i] = (x[r, i] * scale) * weight[i]
+
+
+@njit(cache=True)
+def rope_table(pos, theta_scale, freq_scale, factors, table):
+    """table[i] = (cos, sin) of pair i at position pos: theta starts at pos and is multiplied by
+    theta_scale (powf(base, -2/n_dims)) once per pair, in float, as ggml_rope_cache_init does."""
+    theta = F32(pos)
+    for i in range(table.shape[0]):
+        angle = freq_scale * (theta / factors[i])
+        table[i, 0] = math.cos(angle)
+        table[i, 1] = math.sin(angle)
+        theta = theta * theta_scale
+
+
+@njit(cache=True)
+def rope(x, table, neox):
+    """Rotate every head of x [heads, head_dim] in place with the (cos, sin) table of one position."""
+    half = table.shape[0]
+    for h in range(x.shape[0]):
+        for i in range(half):
+            a_idx, b_idx = (i, i + half) if neox else (2 * i, 2 * i + 1)
+            c, s = table[i, 0], table[i, 1]
+            x0, x1 = x[h, a_idx], x[h, b_idx]
+            x[h, a_idx] = fma32(x0, c, -(x1 * s))
+            x[h, b_idx] = fma32(x0, s, x1 * c)
+
+
+def _hex(text):
+    return F32(float.fromhex(text))
+
+
+# ggml_v_expf's constants, as its source writes them
+_ROUNDER, _LOG2E = _hex("0x1.8p23"), _hex("0x1.715476p+0")
+_LN2_HI, _LN2_LO = _hex("0x1.62e4p-1"), _hex("0x1.7f7d1cp-20")
+_C5, _C4, _C3, _C2, _C1 = (_hex("0x1.0e4020p-7"), _hex("0x1.573e2ep-5"), _hex("0x1.555e66p-3"),
+                           _hex("0x1.fffdb6p-2"), _hex("0x1.ffffecp-1"))
+
+
+@njit(cache=True)
+def v_expf(x):
+    """ggml_v_expf's AVX-512 form, one lane: exp(x) from a degree-5 polynomial and a scaling by 2^n."""
+    z = fma32(x, _LOG2E, _ROUNDER)  # adding 1.5 * 2^23 rounds x * log2(e) to an integer
+    n = z - _ROUNDER
+    b = fma32(-n, _LN2_LO, fma32(-n, _LN2_HI, x))
+    u = b * b
+    j = fma32(fma32(fma32(_C5, b, _C4), u, fma32(_C3, b, _C2)), u, fma32(_C1, b, F32(1.0)))
+    if abs(n) > F32(192.0):
+        return F32(0.0) if n <= F32(0.0) else F32(np.inf)
+    return F32(np.float64(j) * 2.0 ** int(n))  # vscalefps: exact in double, one rounding to float
+
+
+@njit(cache=True)
+def swiglu(gate, up):
+    """gate <- silu(gate) * up with silu(g) = g / (1 + v_expf(-g)), element-wise over [T, n_ff]."""
+    for r in range(gate.shape[0]):
+        for i in range(gate.shape[1]):
+            g = gate[r, i]
+            gate[r, i] = (g / (F32(1.0) + v_expf(F32(0.0) - g))) * up[r, i]
+
+
+@njit(cache=True)
+def _dot_f16(k_cache, kv, j, qh, lanes):
+    """ggml_vec_dot_f16 on AVX-512 of the F16 key at (kv, j) and the F16 query qh: 4 accumulators of 16
+    lanes over each 64 values, summed as (0+2) + (1+3), then _mm512_reduce_add_ps's tree; the rest in
+    double."""
+    d = qh.shape[0]
+    main = d - d % 64
+    lanes[:] = 0.0
+    for i in range(0, main, 64):
+        for a in range(64):
+            lanes[a] += f16_value(k_cache[kv, j, i + a]) * f16_value(qh[i + a])  # exact product
+    for l in range(16):
+        lanes[l] = (lanes[l] + lanes[32 + l]) + (lanes[16 + l] + lanes[48 + l])
+    for l in range(8):
+        lanes[l] = lanes[l + 8] + lanes[l]
+    for l in range(4):
+        lanes[l] = lanes[l + 4] + lanes[l]
+    total = np.float64((lanes[0] + lanes[2]) + (lanes[1] + lanes[3]))
+    for i in range(main, d):
+        total += np.float64(f16_value(k_cache[kv, j, i]) * f16_value(qh[i]))
+    return F32(total)
+
+
+@njit(cache=True)
+def flash_attention(q, k_cache, v_cache, n_kv, window, scale, qh, vkq, lanes, out):
+    """out[h] = softmax(q[h].K * scale) V over cache positions < n_kv (the last `window` only, if > 0),
+    for q [H, D] float32 and k_cache/v_cache [H_kv, ctx, D] F16 bits. qh, vkq: [D] uint16 scratch;
+    lanes: [64] float32 scratch."""
+    n_head, dim = q.shape
+    group = n_head // k_cache.shape[0]
+    lo = max(0, n_kv - window) if window > 0 else 0
+    for h in range(n_head):
+        kv = h // group
+        for d in range(dim):
+            qh[d] = f16_bits(q[h, d])
+            vkq[d] = 0
+        total, best = F32(0.0), F32(-np.inf)
+        for j in range(lo, n_kv):
+            s = _dot_f16(k_cache, kv, j, qh, lanes) * scale
+            ms, vs = F32(1.0), F32(1.0)
+            if s > best:
+                ms = F32(math.exp(best - s))
+                best = s
+                for d in range(dim):
+                    vkq[d] = f16_bits(f16_value(vkq[d]) * ms)
+            else:
+                vs = F32(math.exp(s - best))
+            for d in range(dim):
+                vkq[d] = f16_bits(fma32(f16_value(v_cache[kv, j, d]), vs, f16_value(vkq[d])))
+            total = fma32(total, ms, vs)
+        inv = F32(1.0) / total if total != 0.0 else F32(0.0)
+        for d in range(dim):
+            out[h, d] = f16_value(vkq[d]) * inv

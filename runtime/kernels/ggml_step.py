@@ -1,0 +1,77 @@
+"""One token through the model with llama.cpp's CPU arithmetic, bit for bit (the `match_llamacpp` mode).
+
+The same walk as kernels/step.py's decode_step, with ggml_ops' kernels in place of nn's: ggml's
+RMSNorm, rope and SwiGLU, flash attention over an F16 KV cache, and every matrix through the 8-bit
+integer dots (activations quantized as ggml-cpu quantizes them). A prompt is fed one token at a time:
+llama.cpp's batched prompt gives each token the same arithmetic (its batched matmuls, tinyBLAS and
+the vec_dot loops, sum each output in the order of the one-row dot; flash attention treats each query
+row alone), so the prompt's results are the same bits as well.
+"""
+from __future__ import annotations
+
+from numba import njit
+
+from ggq.runtime.kernels import ggml_ops as go
+from ggq.runtime.kernels.step import DOWN, GATE, N_ROLES, UP, WK, WO, WQ, WV, matvec_any
+
+
+@njit(cache=True)
+def _attention(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs, scratch):
+    attn_norm, q_norm, k_norm, bq, bk, bv = vecs[0], vecs[2], vecs[3], vecs[4], vecs[5], vecs[6]
+    theta_scale, freq_scale, factors, window = rope_tab
+    k_cache, v_cache = caches
+    n_head, n_kv, hd = dims
+    qkv_bias, qk_norm, neox, eps, attn_scale = flags
+    x, h, q, k, v, att, gate, up, xq = bufs
+    table, qh, vkq, lanes = scratch
+    base = i * N_ROLES
+    go.rmsnorm(x, attn_norm[i], eps, h)
+    matvec_any(blob, mats, base + WQ, h[0], q[0], xq, False)
+    matvec_any(blob, mats, base + WK, h[0], k[0], xq, False)
+    matvec_any(blob, mats, base + WV, h[0], v[0], xq, False)
+    if qkv_bias:
+        q[0] += bq[i]
+        k[0] += bk[i]
+        v[0] += bv[i]
+    qh2, kh2 = q.reshape((n_head, hd)), k.reshape((n_kv, hd))
+    if qk_norm:
+        go.rmsnorm(qh2, q_norm[i], eps, qh2)
+        go.rmsnorm(kh2, k_norm[i], eps, kh2)
+    go.rope_table(pos, theta_scale[i], freq_scale[i], factors[i], table)
+    go.rope(qh2, table, neox)
+    go.rope(kh2, table, neox)
+    vh2 = v.reshape((n_kv, hd))
+    for g in range(n_kv):
+        for d in range(hd):
+            k_cache[i, g, pos, d] = go.f16_bits(kh2[g, d])
+            v_cache[i, g, pos, d] = go.f16_bits(vh2[g, d])
+    go.flash_attention(qh2, k_cache[i], v_cache[i], pos + 1, window[i], attn_scale, qh, vkq, lanes,
+                       att.reshape((n_head, hd)))
+    matvec_any(blob, mats, base + WO, att[0], h[0], xq, False)
+    x[0] += h[0]
+
+
+@njit(cache=True)
+def _feed_forward(i, blob, mats, vecs, flags, bufs):
+    ffn_norm, eps = vecs[1], flags[3]
+    x, h, q, k, v, att, gate, up, xq = bufs
+    base = i * N_ROLES
+    go.rmsnorm(x, ffn_norm[i], eps, h)
+    matvec_any(blob, mats, base + GATE, h[0], gate[0], xq, False)
+    matvec_any(blob, mats, base + UP, h[0], up[0], xq, False)
+    go.swiglu(gate, up)
+    matvec_any(blob, mats, base + DOWN, gate[0], h[0], xq, False)
+    x[0] += h[0]
+
+
+@njit(cache=True)
+def ggml_step(pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs, scratch, logits):
+    """x (bufs[0], the token's embedding, [1, n_embd]) through every layer at position pos, the F16 KV
+    cache updated, then logits [1, n_vocab] = output @ rmsnorm(x)."""
+    n_layer = rope_tab[0].shape[0]
+    for i in range(n_layer):
+        _attention(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs, scratch)
+        _feed_forward(i, blob, mats, vecs, flags, bufs)
+    x, h, xq = bufs[0], bufs[1], bufs[8]
+    go.rmsnorm(x, vecs[7], flags[3], h)
+    matvec_any(blob, mats, n_layer * N_ROLES, h[0], logits[0], xq, False)
