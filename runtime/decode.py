@@ -95,9 +95,11 @@ class GgmlStep:
                         np.empty(64, np.float32))
         self.logits = ws.logits
 
-    def run(self, pos: int) -> np.ndarray:
+    def run(self, pos: int, gemm: bool = False, last_gemm: bool = False) -> np.ndarray:
+        """As DecodeStep.run; gemm/last_gemm: see ggml_step (prompt tokens that llama.cpp would run in
+        its batched Q4_K kernel)."""
         self._step(pos, self.blob, self.mats, self.vecs, self.rope, self.caches, self.dims, self.flags,
-                   self.bufs, self.scratch, self.logits)
+                   self.bufs, self.scratch, self.logits, gemm, last_gemm)
         return self.logits
 
 

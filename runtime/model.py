@@ -29,6 +29,7 @@ from ggq.runtime.weights import Layer, embed, linear, load_weights
 
 ACTIVATIONS = {"silu": silu_mul, "gelu_tanh": gelu_tanh_mul}
 DEFAULT_BATCH = 256
+LLAMACPP_UBATCH = 512  # llama.cpp's default n_ubatch (the match_llamacpp mode follows its grouping)
 
 
 def kv_buffer(shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
@@ -113,17 +114,30 @@ class Transformer:
         if n == 0 or pos < 0 or pos + n > self.ctx_size:
             raise GGQError(f"{n} tokens at position {pos} do not fit the context of {self.ctx_size}")
         logits = np.empty((n, self.params.n_vocab), np.float32) if all_logits else self.ws.logits
-        if self.match_llamacpp:  # one token at a time: the same bits as llama.cpp's batched prompt
-            for t, token in enumerate(ids):
-                out = self.decode(int(token), pos + t)
-                if all_logits:
-                    logits[t] = out[0]
-            return logits
+        if self.match_llamacpp:
+            return self._forward_as_llamacpp(ids, pos, logits, all_logits)
         for start in range(0, n, self.n_batch):
             chunk = ids[start:start + self.n_batch]
             last = start + len(chunk) == n
             out = logits[start:start + len(chunk)] if all_logits else (logits if last else None)
             self._batch(chunk, pos + start, out)
+        return logits
+
+    def _forward_as_llamacpp(self, ids, pos: int, logits: np.ndarray, all_logits: bool) -> np.ndarray:
+        """The prompt one token at a time through GgmlStep: the same bits as llama.cpp's batched prompt.
+        llama.cpp splits a prompt into micro-batches of LLAMACPP_UBATCH tokens; in each, its repacked
+        Q4_K kernel takes whole groups of 4 rows in one form (gemm) and the rest in another (gemv),
+        and the last layer's feed-forward part only runs the rows whose logits are wanted."""
+        x, token = self.ws.x[:1], self.ws.token
+        for start in range(0, len(ids), LLAMACPP_UBATCH):
+            chunk = ids[start:start + LLAMACPP_UBATCH]
+            grouped = len(chunk) - len(chunk) % 4
+            for t, tok in enumerate(chunk):
+                token[0] = tok
+                embed(self.weights.token_embd, token, x)
+                out = self._step.run(pos + start + t, t < grouped, t < grouped and all_logits)
+                if all_logits:
+                    logits[start + t] = out[0]
         return logits
 
     def decode(self, token: int, pos: int) -> np.ndarray:

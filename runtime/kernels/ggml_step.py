@@ -11,12 +11,31 @@ from __future__ import annotations
 
 from numba import njit
 
+from ggq.runtime.kernels import dot_ggml_x86 as gx
 from ggq.runtime.kernels import ggml_ops as go
-from ggq.runtime.kernels.step import DOWN, GATE, N_ROLES, UP, WK, WO, WQ, WV, matvec_any
+from ggq.runtime.kernels.actquant import quantize_q8_k
+from ggq.runtime.kernels.step import DOWN, GATE, N_ROLES, Q4_K, Q6_K, UP, WK, WO, WQ, WV, matvec_any
 
 
 @njit(cache=True)
-def _attention(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs, scratch):
+def matvec(blob, mats, m, x, out, xq, gemm):
+    """out = W_m @ x with 8-bit activations, each kind in llama.cpp's x86 order (legacy kinds: the
+    dot_legacy kernels already follow it); gemm: the row is one of a batch's groups of 4 rows."""
+    kind = mats[m, 3]
+    if kind != Q4_K and kind != Q6_K:
+        matvec_any(blob, mats, m, x, out, xq, False)
+        return
+    off, rows, row_bytes = mats[m, 0], mats[m, 1], mats[m, 2]
+    w = blob[off:off + rows * row_bytes].reshape((rows, row_bytes))
+    quantize_q8_k(x.reshape((1, x.shape[0])), xq.reshape((1, xq.shape[0])))
+    if kind == Q4_K:
+        gx.matvec_q4_k(w, xq, out, gemm)
+    else:
+        gx.matvec_q6_k(w, xq, out)
+
+
+@njit(cache=True)
+def _attention(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs, scratch, gemm):
     attn_norm, q_norm, k_norm, bq, bk, bv = vecs[0], vecs[2], vecs[3], vecs[4], vecs[5], vecs[6]
     theta_scale, freq_scale, factors, window = rope_tab
     k_cache, v_cache = caches
@@ -26,9 +45,9 @@ def _attention(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs, sc
     table, qh, vkq, lanes = scratch
     base = i * N_ROLES
     go.rmsnorm(x, attn_norm[i], eps, h)
-    matvec_any(blob, mats, base + WQ, h[0], q[0], xq, False)
-    matvec_any(blob, mats, base + WK, h[0], k[0], xq, False)
-    matvec_any(blob, mats, base + WV, h[0], v[0], xq, False)
+    matvec(blob, mats, base + WQ, h[0], q[0], xq, gemm)
+    matvec(blob, mats, base + WK, h[0], k[0], xq, gemm)
+    matvec(blob, mats, base + WV, h[0], v[0], xq, gemm)
     if qkv_bias:
         q[0] += bq[i]
         k[0] += bk[i]
@@ -47,31 +66,34 @@ def _attention(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs, sc
             v_cache[i, g, pos, d] = go.f16_bits(vh2[g, d])
     go.flash_attention(qh2, k_cache[i], v_cache[i], pos + 1, window[i], attn_scale, qh, vkq, lanes,
                        att.reshape((n_head, hd)))
-    matvec_any(blob, mats, base + WO, att[0], h[0], xq, False)
+    matvec(blob, mats, base + WO, att[0], h[0], xq, gemm)
     x[0] += h[0]
 
 
 @njit(cache=True)
-def _feed_forward(i, blob, mats, vecs, flags, bufs):
+def _feed_forward(i, blob, mats, vecs, flags, bufs, gemm):
     ffn_norm, eps = vecs[1], flags[3]
     x, h, q, k, v, att, gate, up, xq = bufs
     base = i * N_ROLES
     go.rmsnorm(x, ffn_norm[i], eps, h)
-    matvec_any(blob, mats, base + GATE, h[0], gate[0], xq, False)
-    matvec_any(blob, mats, base + UP, h[0], up[0], xq, False)
+    matvec(blob, mats, base + GATE, h[0], gate[0], xq, gemm)
+    matvec(blob, mats, base + UP, h[0], up[0], xq, gemm)
     go.swiglu(gate, up)
-    matvec_any(blob, mats, base + DOWN, gate[0], h[0], xq, False)
+    matvec(blob, mats, base + DOWN, gate[0], h[0], xq, gemm)
     x[0] += h[0]
 
 
 @njit(cache=True)
-def ggml_step(pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs, scratch, logits):
+def ggml_step(pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs, scratch, logits, gemm, last_gemm):
     """x (bufs[0], the token's embedding, [1, n_embd]) through every layer at position pos, the F16 KV
-    cache updated, then logits [1, n_vocab] = output @ rmsnorm(x)."""
+    cache updated, then logits [1, n_vocab] = output @ rmsnorm(x). gemm: llama.cpp would compute this
+    token in one of a batch's groups of 4 rows (its last layer's feed-forward part: last_gemm, since
+    it keeps only the rows whose logits are wanted there)."""
     n_layer = rope_tab[0].shape[0]
     for i in range(n_layer):
-        _attention(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs, scratch)
-        _feed_forward(i, blob, mats, vecs, flags, bufs)
+        _attention(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs, scratch, gemm)
+        _feed_forward(i, blob, mats, vecs, flags, bufs, gemm if i < n_layer - 1 else last_gemm)
+    gemm = last_gemm
     x, h, xq = bufs[0], bufs[1], bufs[8]
     go.rmsnorm(x, vecs[7], flags[3], h)
-    matvec_any(blob, mats, n_layer * N_ROLES, h[0], logits[0], xq, False)
+    matvec(blob, mats, n_layer * N_ROLES, h[0], logits[0], xq, gemm)
