@@ -3,51 +3,26 @@
 Numba does not vectorize byte-unpacking loops well (0.5-1 GB/s), so each block's integer work is written
 here as a Numba intrinsic that emits LLVM vector IR directly: load the block's bytes as <N x i8>,
 unpack nibbles / high bits with shifts, masks and shuffles, multiply with the int8 activations in i16
-and reduce in i32. LLVM lowers this to SSE/AVX2/AVX-512 (or NEON) for the host, and since every result
-is an exact integer sum, the grouping of the additions does not matter: the results equal ggml's scalar
-vec_dot_* loops bit for bit. Float work (block scales) stays in the Numba callers, in ggml's order.
+and reduce in i32. LLVM lowers this generic IR for any host (SSE/AVX2/AVX-512, NEON); where the target
+CPU has a dot instruction (x86 vpdpbusd / pmaddubsw, ARM sdot), vecir_isa's form of the same sums is used
+instead. Since every result is an exact integer sum, the grouping of the additions does not matter: the
+results equal ggml's scalar vec_dot_* loops bit for bit on every host. Float work (block scales) stays in
+ggml's order, the same for all forms.
 
 Every intrinsic takes 1-D contiguous arrays plus byte offsets (intp) into them; no bounds checks.
 """
 from __future__ import annotations
 
-import os
-
-from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-I8, I16, I32 = ir.IntType(8), ir.IntType(16), ir.IntType(32)
+from ggq.runtime.kernels import vecir_isa as isa
+from ggq.runtime.kernels.vecir_isa import (I8, I16, I32, _bytes, _concat, _load, _shuffle, _signed, _slice, _splat,
+                                           _vec, _vec_undef)
 
-
-def _host_has_vnni() -> bool:
-    """u8 x i8 dot instructions (vpdpbusd) on 256-bit vectors; GGQ_NO_VNNI=1 forces the generic IR."""
-    if os.environ.get("GGQ_NO_VNNI"):
-        return False
-    features = set(llvm.get_host_cpu_features().flatten().split(","))
-    return {"+avx512vnni", "+avx512vl"} <= features or "+avxvnni" in features
-
-
-HAVE_VNNI = _host_has_vnni()
-# x86 pmaddubsw/pmaddwd on 256-bit vectors for the k-quant lanes; GGQ_NO_MADD=1 forces the generic IR
-HAVE_MADD = "+avx2" in llvm.get_host_cpu_features().flatten().split(",") and not os.environ.get("GGQ_NO_MADD")
 F32 = ir.FloatType()
-
-
-def _vec(t, n):
-    return ir.VectorType(t, n)
-
-
-def _signed(t, value):
-    """Two's-complement wrap, so that e.g. i8 0x80 is written as -128 in the IR text."""
-    half = 1 << (t.width - 1)
-    return (value + half) % (2 * half) - half
-
-
-def _splat(t, n, value):
-    return ir.Constant(_vec(t, n), [_signed(t, value)] * n)
 
 
 def _ptr(context, builder, aryty, ary, offset):
@@ -56,37 +31,11 @@ def _ptr(context, builder, aryty, ary, offset):
     return builder.gep(builder.bitcast(data, I8.as_pointer()), [offset])
 
 
-def _load(builder, p, ty):
-    return builder.load(builder.bitcast(p, ty.as_pointer()), align=1)
-
-
-def _bytes(builder, p, n, at=0):
-    """<n x i8> at p + at."""
-    return _load(builder, builder.gep(p, [ir.Constant(I32, at)]) if at else p, _vec(I8, n))
-
-
 def _reduce_add(builder, v):
     n, width = v.type.count, v.type.element.width
     fnty = ir.FunctionType(v.type.element, [v.type])
     fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.vector.reduce.add.v{n}i{width}")
     return builder.call(fn, [v])
-
-
-def _concat(builder, a, b):
-    n = a.type.count
-    return builder.shuffle_vector(a, b, ir.Constant(_vec(I32, 2 * n), list(range(2 * n))))
-
-
-def _slice(builder, v, start, n):
-    return builder.shuffle_vector(v, v, ir.Constant(_vec(I32, n), list(range(start, start + n))))
-
-
-def _products(builder, a, x):
-    """<n x i32> a*x for signed <n x i8> a and x (each product fits i16: |a| <= 64 in every format but
-    Q8_0, and 127*128 fits too)."""
-    n = a.type.count
-    p = builder.mul(builder.sext(a, _vec(I16, n)), builder.sext(x, _vec(I16, n)))
-    return builder.sext(p, _vec(I32, n))
 
 
 def _fold8(builder, v):
@@ -174,7 +123,7 @@ def _pair_sums(builder, a, x):
 
 def _legacy_values(builder, wp, kind, unsigned):
     """<32 x i8> values of the weight block at wp: signed (value offset applied), or unsigned as stored
-    (Q8_0: flipped by 128) for the VNNI form, which subtracts offset * sum(x) afterwards."""
+    (Q8_0: flipped by 128) for the VNNI form (u8 x i8), which subtracts offset * sum(x) afterwards."""
     _, _, at_qh, at_qs, offset, _ = LEGACY_LAYOUT[kind]
     if kind == "q8_0":
         a = _bytes(builder, wp, 32, at_qs)
@@ -185,32 +134,16 @@ def _legacy_values(builder, wp, kind, unsigned):
     return builder.sub(a, _splat(I8, 32, offset)) if offset and not unsigned else a
 
 
-def _vpdpbusd(builder, acc, a, x):
-    """acc + sums of 4 adjacent u8(a) * i8(x) products: one AVX512-VNNI/AVX-VNNI instruction."""
-    v8 = _vec(I32, 8)
-    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8, v8]),
-                                        "llvm.x86.avx512.vpdpbusd.256")
-    return builder.call(fn, [acc, builder.bitcast(a, v8), builder.bitcast(x, v8)])
-
-
-def _block_partials(builder, wp, xv, kind):
-    """Partial integer sums (<8 or <16 x i32>) of one block's value_j * x_j, exact."""
-    if not HAVE_VNNI:
-        return _pair_sums(builder, _legacy_values(builder, wp, kind, False), xv)
-    zero = ir.Constant(_vec(I32, 8), [0] * 8)
-    dot = _vpdpbusd(builder, zero, _legacy_values(builder, wp, kind, True), xv)
-    offset = 128 if kind == "q8_0" else LEGACY_LAYOUT[kind][4]
-    if not offset:
-        return dot
-    sum_x = _vpdpbusd(builder, zero, _splat(I8, 32, 1), xv)
-    return builder.sub(dot, builder.mul(sum_x, _splat(I32, 8, offset)))
-
-
-def _lane_quads(builder, partials):
-    """<8 x i32>, lane l = the products of bytes 4l..4l+3: the VNNI partials as they are, the <16 x i32>
-    pair sums folded (as x86's pmaddubsw + pmaddwd-with-ones group them)."""
-    if partials.type.count == 8:
-        return partials
+def _block_quads(builder, wp, xv, kind):
+    """<8 x i32>, lane l = the exact integer sum of value_j * x_j over bytes j = 4l..4l+3 of one block
+    (ggml's x86 grouping; any grouping of these integer adds gives the same lanes)."""
+    if isa.HAVE_SDOT:
+        return isa.quads_sdot(builder, _legacy_values(builder, wp, kind, False), xv)
+    if isa.HAVE_VNNI:
+        offset = 128 if kind == "q8_0" else LEGACY_LAYOUT[kind][4]
+        return isa.quads_vnni(builder, _legacy_values(builder, wp, kind, True), xv, offset)
+    # generic IR: <16 x i32> pair sums, folded as x86's pmaddubsw + pmaddwd-with-ones group them
+    partials = _pair_sums(builder, _legacy_values(builder, wp, kind, False), xv)
     even = builder.shuffle_vector(partials, partials, ir.Constant(_vec(I32, 8), list(range(0, 16, 2))))
     odd = builder.shuffle_vector(partials, partials, ir.Constant(_vec(I32, 8), list(range(1, 16, 2))))
     return builder.add(even, odd)
@@ -259,7 +192,7 @@ def _legacy_rows(kind, n_rows):
                 sx = _half_at(builder, xp, 2) if at_m is not None else None
                 for row, acc, summ in zip(rows, accs, summs):
                     wp = builder.gep(row, [builder.mul(b, ir.Constant(b.type, ws))])
-                    lanes = builder.sitofp(_lane_quads(builder, _block_partials(builder, wp, xv, kind)), _vec(F32, 8))
+                    lanes = builder.sitofp(_block_quads(builder, wp, xv, kind), _vec(F32, 8))
                     d = builder.fmul(_half_at(builder, wp, 0), dx)
                     d8 = builder.shuffle_vector(builder.insert_element(_vec_undef(F32, 8), d, ir.Constant(I32, 0)),
                                                 _vec_undef(F32, 8), ir.Constant(_vec(I32, 8), [0] * 8))
@@ -309,45 +242,6 @@ def _scaled_lanes(builder, chunks, xp, scales):
             lanes = builder.sext(folded, _vec(I32, 8))
             acc = builder.add(acc, builder.mul(lanes, _splat_lane(builder, scales, scale_index)))
     return acc
-
-
-def _x86_call(builder, name, ret, a, b):
-    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, [a.type, b.type]), name)
-    return builder.call(fn, [a, b])
-
-
-# byte order that puts the pairs (l, l+8) and (l+16, l+24) of a 32-value chunk next to each other, so
-# that pmaddubsw's i16 pair sums 2l and 2l+1 both belong to ggml's lane l (values e = l mod 8)
-_LANE_PAIRS = [e for l in range(8) for e in (l, l + 8, l + 16, l + 24)]
-
-
-def _scaled_lanes_madd(builder, chunks, offset, xp, scales):
-    """_scaled_lanes with x86's pmaddubsw (u8 x i8 -> i16 pair sums) and pmaddwd (i16 x scale, pairs
-    summed to i32): chunks hold the unsigned stored values, ggml's value being stored - offset, so
-    offset * (the same sums over x alone) is subtracted. No i16 saturation: a pair sum is at most
-    2 * 63 * 128."""
-    per16 = scales.type.count == 16
-    order = ir.Constant(_vec(I32, 32), _LANE_PAIRS)
-    s16 = builder.trunc(scales, _vec(I16, scales.type.count))
-    acc = ir.Constant(_vec(I32, 8), [0] * 8)
-    acc_x = acc
-    for c, a in enumerate(chunks):
-        x = builder.shuffle_vector(_bytes(builder, xp, 32, 32 * c), _vec_undef(I8, 32), order)
-        a = builder.shuffle_vector(a, _vec_undef(I8, 32), order)
-        idx = [2 * c, 2 * c + 1] * 8 if per16 else [c] * 16
-        sc = builder.shuffle_vector(s16, s16, ir.Constant(_vec(I32, 16), idx))
-        pairs = _x86_call(builder, "llvm.x86.avx2.pmadd.ub.sw", _vec(I16, 16), a, x)
-        acc = builder.add(acc, _x86_call(builder, "llvm.x86.avx2.pmadd.wd", _vec(I32, 8), pairs, sc))
-        if offset:
-            pairs_x = _x86_call(builder, "llvm.x86.avx2.pmadd.ub.sw", _vec(I16, 16), _splat(I8, 32, 1), x)
-            acc_x = builder.add(acc_x, _x86_call(builder, "llvm.x86.avx2.pmadd.wd", _vec(I32, 8), pairs_x, sc))
-    if offset:
-        acc = builder.sub(acc, builder.mul(acc_x, _splat(I32, 8, offset)))
-    return acc
-
-
-def _vec_undef(t, n):
-    return ir.Constant(_vec(t, n), ir.Undefined)
 
 
 def _shift_mask(builder, q, shift, mask):
@@ -403,11 +297,6 @@ def _chunks_q6_k(builder, wp):
     return chunks
 
 
-def _shuffle(builder, v, idx):
-    """Pick elements idx of v."""
-    return builder.shuffle_vector(v, _vec_undef(v.type.element, v.type.count), ir.Constant(_vec(I32, len(idx)), idx))
-
-
 def _scales_k4(builder, wp):
     """Q4_K/Q5_K: the 8 6-bit scales and 8 mins packed in bytes 4..15 (get_scale_min_k4), <8 x i32> each."""
     q = _bytes(builder, wp, 16, 4)  # 12 scale bytes, then 4 bytes of the block's next field
@@ -458,13 +347,19 @@ def _add_lanes(builder, sums_p, d, lanes):
 
 
 def _lanes(builder, kind, wp, xq, scales):
+    """ggml's aux32[8] of the super-block at wp against the Q8_K quants at xq (Q2_K, whose lanes are only
+    summed into isum, may get any vector with that sum)."""
     offset = K_OFFSET[kind]
     chunks = {"q2_k": _chunks_q2_k, "q3_k": _chunks_q3_k, "q6_k": _chunks_q6_k}.get(kind)
     chunks = chunks(builder, wp) if chunks else _chunks_q45_k(builder, wp, kind == "q5_k")
-    if HAVE_MADD:
-        return _scaled_lanes_madd(builder, chunks, offset, xq, scales)
+    if isa.HAVE_MADD:
+        return isa.scaled_lanes_madd(builder, chunks, offset, xq, scales)
     if offset:
         chunks = [builder.sub(c, _splat(I8, 32, offset)) for c in chunks]
+    if isa.HAVE_SDOT and kind == "q2_k":
+        return isa.scaled_sum_sdot(builder, chunks, xq, scales)
+    if isa.HAVE_SDOT and scales.type.count == 8:  # one scale per 32 values: Q4_K, Q5_K
+        return isa.scaled_lanes_sdot(builder, chunks, xq, scales)
     return _scaled_lanes(builder, chunks, xq, scales)
 
 
