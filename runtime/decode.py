@@ -95,11 +95,11 @@ class GgmlStep:
                         np.empty(64, np.float32))
         self.logits = ws.logits
 
-    def run(self, pos: int, gemm: bool = False, last_gemm: bool = False) -> np.ndarray:
-        """As DecodeStep.run; gemm/last_gemm: see ggml_step (prompt tokens that llama.cpp would run in
-        its batched Q4_K kernel)."""
+    def run(self, pos: int, form: int = 0, last_form: int = 0) -> np.ndarray:
+        """As DecodeStep.run; form/last_form: see kernels/ggml_step (prompt tokens, which llama.cpp
+        runs through its batched kernels)."""
         self._step(pos, self.blob, self.mats, self.vecs, self.rope, self.caches, self.dims, self.flags,
-                   self.bufs, self.scratch, self.logits, gemm, last_gemm)
+                   self.bufs, self.scratch, self.logits, form, last_form)
         return self.logits
 
 

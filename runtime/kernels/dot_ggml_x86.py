@@ -12,6 +12,11 @@
           32 * (bsums[2l] * scale[2l] + bsums[2l+1] * scale[2l+1]); lanes fused-multiply-added with
           d = yd * d_w into 8 float accumulators; one hsum_float_8 at the end.
 
+    tiled llama.cpp's tiled k-quant matmul (ggml-cpu/tiled, AVX512-VNNI microkernel) for batches of 8
+          rows or more of a matrix that is not repacked; for Q6_K, per super-block:
+          s1 = sum_s scale_s * (q . x - 32 * bsum_s) over 16-value sub-blocks (exact), then
+          acc = fma(s1 * d_w, yd, acc) (the source's multiply then add, which GCC fuses).
+
 Checked against llama.cpp's own outputs (bench/llamacpp_trace.py); tests/test_runtime_ggml_ops.py
 checks them against float64 sums of the dequantized rows.
 """
@@ -97,6 +102,22 @@ def _row_q6_k(w, wo, xq, nb, lanes, acc):
     return (r[0] + r[2]) + (r[1] + r[3])
 
 
+@njit(cache=True)
+def _row_q6_k_tiled(w, wo, xq, nb):
+    acc = F32(0.0)
+    for b in range(nb):
+        wb, xb = wo + b * Q6K_BYTES, b * Q8K_BYTES
+        s1 = 0
+        for s in range(16):
+            raw = 0
+            for e in range(16):
+                v = 16 * s + e
+                raw += _q6_value(w, wb, v) * np.int32(np.int8(xq[xb + 4 + v]))
+            s1 += np.int32(np.int8(w[wb + 192 + s])) * (raw - 32 * i16_at(xq, xb + 260 + 2 * s))
+        acc = fma32(F32(s1) * f16_at(w, wb + 208), f32_at(xq, xb), acc)  # GCC fuses the add into the multiply
+    return acc
+
+
 @njit(parallel=True, cache=True)
 def matvec_q4_k(w, xq, out, gemm):
     """out[r] = row r of the Q4_K matrix w [rows, row_bytes] . the Q8_K row xq, in llama.cpp's order
@@ -108,10 +129,15 @@ def matvec_q4_k(w, xq, out, gemm):
 
 
 @njit(parallel=True, cache=True)
-def matvec_q6_k(w, xq, out):
-    """out[r] = row r of the Q6_K matrix w . the Q8_K row xq, in ggml's AVX2 order."""
+def matvec_q6_k(w, xq, out, tiled):
+    """out[r] = row r of the Q6_K matrix w . the Q8_K row xq, in ggml's AVX2 vec_dot order (or its
+    tiled matmul's, if tiled)."""
     nb = w.shape[1] // Q6K_BYTES
     flat = w.reshape(-1)
+    if tiled:
+        for r in prange(w.shape[0]):
+            out[r] = _row_q6_k_tiled(flat, r * w.shape[1], xq, nb)
+        return
     n_chunks = (w.shape[0] + 15) // 16
     for c in prange(n_chunks):
         lanes = np.empty(8, np.int32)

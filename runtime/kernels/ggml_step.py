@@ -16,11 +16,16 @@ from ggq.runtime.kernels import ggml_ops as go
 from ggq.runtime.kernels.actquant import quantize_q8_k
 from ggq.runtime.kernels.step import DOWN, GATE, N_ROLES, Q4_K, Q6_K, UP, WK, WO, WQ, WV, matvec_any
 
+# which of llama.cpp's k-quant matmul kernels a prompt token goes through (0: the one-row kernels)
+FORM_Q4K_GEMM = 1  # repacked Q4_K, the token in one of its micro-batch's whole groups of 4 rows
+FORM_TILED = 2     # tiled k-quant matmul: a micro-batch of 8 rows or more (Q6_K here)
+
 
 @njit(cache=True)
-def matvec(blob, mats, m, x, out, xq, gemm):
+def matvec(blob, mats, m, x, out, xq, form):
     """out = W_m @ x with 8-bit activations, each kind in llama.cpp's x86 order (legacy kinds: the
-    dot_legacy kernels already follow it); gemm: the row is one of a batch's groups of 4 rows."""
+    dot_legacy kernels already follow it). form: which of llama.cpp's k-quant kernels would take
+    this row (bits FORM_Q4K_GEMM, FORM_TILED; 0: the one-row kernels of decode)."""
     kind = mats[m, 3]
     if kind != Q4_K and kind != Q6_K:
         matvec_any(blob, mats, m, x, out, xq, False)
@@ -29,13 +34,13 @@ def matvec(blob, mats, m, x, out, xq, gemm):
     w = blob[off:off + rows * row_bytes].reshape((rows, row_bytes))
     quantize_q8_k(x.reshape((1, x.shape[0])), xq.reshape((1, xq.shape[0])))
     if kind == Q4_K:
-        gx.matvec_q4_k(w, xq, out, gemm)
+        gx.matvec_q4_k(w, xq, out, form & FORM_Q4K_GEMM != 0)
     else:
-        gx.matvec_q6_k(w, xq, out)
+        gx.matvec_q6_k(w, xq, out, form & FORM_TILED != 0)
 
 
 @njit(cache=True)
-def _attention(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs, scratch, gemm):
+def _attention(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs, scratch, form):
     attn_norm, q_norm, k_norm, bq, bk, bv = vecs[0], vecs[2], vecs[3], vecs[4], vecs[5], vecs[6]
     theta_scale, freq_scale, factors, window = rope_tab
     k_cache, v_cache = caches
@@ -45,9 +50,9 @@ def _attention(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs, sc
     table, qh, vkq, lanes = scratch
     base = i * N_ROLES
     go.rmsnorm(x, attn_norm[i], eps, h)
-    matvec(blob, mats, base + WQ, h[0], q[0], xq, gemm)
-    matvec(blob, mats, base + WK, h[0], k[0], xq, gemm)
-    matvec(blob, mats, base + WV, h[0], v[0], xq, gemm)
+    matvec(blob, mats, base + WQ, h[0], q[0], xq, form)
+    matvec(blob, mats, base + WK, h[0], k[0], xq, form)
+    matvec(blob, mats, base + WV, h[0], v[0], xq, form)
     if qkv_bias:
         q[0] += bq[i]
         k[0] += bk[i]
@@ -66,34 +71,34 @@ def _attention(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs, sc
             v_cache[i, g, pos, d] = go.f16_bits(vh2[g, d])
     go.flash_attention(qh2, k_cache[i], v_cache[i], pos + 1, window[i], attn_scale, qh, vkq, lanes,
                        att.reshape((n_head, hd)))
-    matvec(blob, mats, base + WO, att[0], h[0], xq, gemm)
+    matvec(blob, mats, base + WO, att[0], h[0], xq, form)
     x[0] += h[0]
 
 
 @njit(cache=True)
-def _feed_forward(i, blob, mats, vecs, flags, bufs, gemm):
+def _feed_forward(i, blob, mats, vecs, flags, bufs, form):
     ffn_norm, eps = vecs[1], flags[3]
     x, h, q, k, v, att, gate, up, xq = bufs
     base = i * N_ROLES
     go.rmsnorm(x, ffn_norm[i], eps, h)
-    matvec(blob, mats, base + GATE, h[0], gate[0], xq, gemm)
-    matvec(blob, mats, base + UP, h[0], up[0], xq, gemm)
+    matvec(blob, mats, base + GATE, h[0], gate[0], xq, form)
+    matvec(blob, mats, base + UP, h[0], up[0], xq, form)
     go.swiglu(gate, up)
-    matvec(blob, mats, base + DOWN, gate[0], h[0], xq, gemm)
+    matvec(blob, mats, base + DOWN, gate[0], h[0], xq, form)
     x[0] += h[0]
 
 
 @njit(cache=True)
-def ggml_step(pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs, scratch, logits, gemm, last_gemm):
+def ggml_step(pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs, scratch, logits, form, last_form):
     """x (bufs[0], the token's embedding, [1, n_embd]) through every layer at position pos, the F16 KV
-    cache updated, then logits [1, n_vocab] = output @ rmsnorm(x). gemm: llama.cpp would compute this
-    token in one of a batch's groups of 4 rows (its last layer's feed-forward part: last_gemm, since
-    it keeps only the rows whose logits are wanted there)."""
+    cache updated, then logits [1, n_vocab] = output @ rmsnorm(x). form: the k-quant kernels that
+    llama.cpp would use for this token (see matvec); last_form: the same for the last layer's
+    feed-forward part and the output, which llama.cpp runs only for the rows whose logits it keeps."""
     n_layer = rope_tab[0].shape[0]
     for i in range(n_layer):
-        _attention(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs, scratch, gemm)
-        _feed_forward(i, blob, mats, vecs, flags, bufs, gemm if i < n_layer - 1 else last_gemm)
-    gemm = last_gemm
+        _attention(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs, scratch, form)
+        _feed_forward(i, blob, mats, vecs, flags, bufs, form if i < n_layer - 1 else last_form)
+    form = last_form
     x, h, xq = bufs[0], bufs[1], bufs[8]
     go.rmsnorm(x, vecs[7], flags[3], h)
-    matvec(blob, mats, n_layer * N_ROLES, h[0], logits[0], xq, gemm)
+    matvec(blob, mats, n_layer * N_ROLES, h[0], logits[0], xq, form)
