@@ -78,6 +78,21 @@ def tool(name: str) -> Path:
     return build() / name
 
 
+def trace_tool() -> Path:
+    """bench/llamacpp_trace.cpp (llama-simple's loop, dumping every tensor it computes) linked against
+    the build's static libraries; rebuilt when the source is newer than the binary."""
+    bin_dir = build()
+    src, exe = Path(__file__).with_name("llamacpp_trace.cpp"), CACHE / "trace" / "llama-trace"
+    if exe.is_file() and exe.stat().st_mtime >= src.stat().st_mtime:
+        return exe
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    inc, lib = source_dir(), bin_dir.parent
+    subprocess.run(["g++", "-O2", "-std=c++17", f"-I{inc}/include", f"-I{inc}/ggml/include", str(src),
+                    str(lib / "src/libllama.a"), str(lib / "ggml/src/libggml.a"), str(lib / "ggml/src/libggml-cpu.a"),
+                    str(lib / "ggml/src/libggml-base.a"), "-fopenmp", "-lpthread", "-ldl", "-o", str(exe)], check=True)
+    return exe
+
+
 def convert_script() -> Path:
     return source_dir() / "convert_hf_to_gguf.py"
 

@@ -108,6 +108,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-template", action="store_true", help="with -p: continue the raw prompt text")
     p.add_argument("--exact", action="store_true", help="generate with float32 activations (slower; default: "
                    "8-bit activations and integer dot products, as llama.cpp)")
+    p.add_argument("--match-llamacpp", action="store_true", help="compute every token with llama.cpp's own CPU "
+                   "arithmetic (x86 AVX-512 build), so that greedy output is llama.cpp's bit for bit (slower)")
 
 
 def _chat_template(value: str | None) -> str | None:
@@ -140,7 +142,8 @@ def _run(args: argparse.Namespace) -> int:
     from ggq.runtime.resolve import resolve_model
     path = resolve_model(args.model, args.revision)
     model = ggq.load(path, threads=args.threads, ctx_size=args.ctx_size,
-                     chat_template=_chat_template(args.chat_template), exact=args.exact)
+                     chat_template=_chat_template(args.chat_template), exact=args.exact,
+                     match_llamacpp=args.match_llamacpp)
     max_tokens = args.n_predict if args.n_predict >= 0 else model.transformer.ctx_size
     sampling = dict(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                     repeat_penalty=args.repeat_penalty, seed=args.seed)
@@ -165,6 +168,8 @@ def _perplexity_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ctx", type=int, default=512, help="tokens per chunk (default 512)")
     p.add_argument("--chunks", type=int, default=-1, help="score only the first N chunks (default: all)")
     p.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
+    p.add_argument("--match-llamacpp", action="store_true", help="llama.cpp's own CPU arithmetic, token by token "
+                   "(slower)")
 
 
 def _perplexity(args: argparse.Namespace) -> int:
@@ -178,7 +183,7 @@ def _perplexity(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as e:
         raise GGQError(f"cannot read text: {e}", args.file) from None
     set_threads(args.threads)
-    tf = open_model(args.model, ctx_size=args.ctx)
+    tf = open_model(args.model, ctx_size=args.ctx, match_llamacpp=args.match_llamacpp)
     result = perplexity(tf, Tokenizer.from_metadata(tf.gguf.metadata), text, n_ctx=args.ctx, n_chunks=args.chunks,
                         progress=lambda s: print(s, end="", flush=True))
     print()

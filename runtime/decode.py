@@ -104,16 +104,12 @@ class GgmlStep:
 
 
 def _ggml_rope(p, w, half: int):
-    """Per layer: theta_scale = powf(base, -2/n_dims) in float (libm's powf, as ggml calls it), the
-    frequency scale, the frequency factors (ones without llama3 scaling) and the attention window."""
-    import ctypes
-    import ctypes.util
-    libm = ctypes.CDLL(ctypes.util.find_library("m"))
-    libm.powf.restype, libm.powf.argtypes = ctypes.c_float, [ctypes.c_float, ctypes.c_float]
-    exponent = np.float32(-2.0) / np.float32(p.rope_dims)
+    """Per layer: theta_scale = powf(base, -2/n_dims) (ggml's float rounding), the frequency scale, the
+    frequency factors (ones without llama3 scaling) and the attention window."""
+    from ggq.runtime.kernels.ggml_ops import rope_theta_scale
     n = p.n_layer
     bases = [p.rope_base_swa if p.is_swa(i) else p.rope_base for i in range(n)]
-    theta_scale = np.array([libm.powf(np.float32(b), exponent) for b in bases], np.float32)
+    theta_scale = np.array([rope_theta_scale(b, p.rope_dims) for b in bases], np.float32)
     freq_scale = np.array([1.0 if p.is_swa(i) else p.rope_scale for i in range(n)], np.float32)
     factors = np.ones((n, half), np.float32)
     if w.rope_freqs is not None:

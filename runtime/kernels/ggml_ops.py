@@ -70,6 +70,15 @@ def rmsnorm(x, weight, eps, out):
             out[r, i] = (x[r, i] * scale) * weight[i]
 
 
+def rope_theta_scale(base: float, n_dims: int) -> np.float32:
+    """powf(base, -2.0f / n_dims), through the C library's powf as ggml calls it (float rounding)."""
+    import ctypes
+    import ctypes.util
+    libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
+    libm.powf.restype, libm.powf.argtypes = ctypes.c_float, [ctypes.c_float, ctypes.c_float]
+    return F32(libm.powf(F32(base), F32(-2.0) / F32(n_dims)))
+
+
 @njit(cache=True)
 def rope_table(pos, theta_scale, freq_scale, factors, table):
     """table[i] = (cos, sin) of pair i at position pos: theta starts at pos and is multiplied by
