@@ -39,7 +39,11 @@ PROMPTS = [
 ]
 N_PREDICT = 64
 PPL_LIMIT = 0.005
-GGQ = Path(sys.executable).parent / "ggq"
+DEFAULT_NOTE = ("ggq's defaults: prompt in float32 through BLAS, generated tokens with 8-bit activations, "
+                "float32 KV cache and attention.")
+MATCH_NOTE = ("ggq.load(..., match_llamacpp=True): llama.cpp's CPU arithmetic (x86 AVX-512 build) for every "
+              "token, prompt ones included: F16 KV cache with its flash attention, ggml's norm, rope and SiLU, "
+              "each weight kind's dot product in the order of llama.cpp's kernels.")
 
 
 def llama_simple(path: Path, prompt: str) -> bytes:
@@ -164,7 +168,10 @@ def main() -> None:
     if not args.skip_ppl:
         headers += ["PPL ggq", "PPL llama.cpp", "ratio", "within 0.5 %", "seconds ggq / llama.cpp"]
     body = "\n".join([
-        "## ggq runtime vs llama.cpp on llama.cpp's GGUFs (runtime acceptance 3)",
+        "## ggq runtime vs llama.cpp on llama.cpp's GGUFs (runtime acceptance 3)"
+        + (", ggq with match_llamacpp=True" if args.match_llamacpp else ", ggq's default arithmetic"),
+        "",
+        MATCH_NOTE if args.match_llamacpp else DEFAULT_NOTE,
         "",
         f"`{command_line()}` — git {git_revision()}, {machine()}; llama.cpp threads {args.threads}, "
         f"ggq threads {ggq_threads}.",

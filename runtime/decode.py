@@ -89,7 +89,7 @@ class GgmlStep:
         self.flags = (p.spec.qkv_bias, p.spec.qk_norm, p.spec.rope_neox, float(p.rms_eps),
                       np.float32(p.attn_scale))
         widest = max(p.n_embd, p.n_ff, p.n_head * hd)
-        xq = np.empty(max(widest // 32 * 36, -(-widest // 256) * 292), np.uint8)
+        xq = np.empty(max(widest // 32 * 36, -(-widest // 256) * 292, 2 * widest), np.uint8)  # +F16 row
         self.bufs = (ws.x[:1], ws.h[:1], ws.q[:1], ws.k[:1], ws.v[:1], ws.att[:1], ws.gate[:1], ws.up[:1], xq)
         self.scratch = (np.empty((half, 2), np.float32), np.empty(hd, np.uint16), np.empty(hd, np.uint16),
                         np.empty(64, np.float32))

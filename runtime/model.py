@@ -23,7 +23,7 @@ from ggq.errors import GGQError
 from ggq.gguf_read import GGUFFile
 from ggq.runtime.blas import attention_split
 from ggq.runtime.decode import DecodeStep, GgmlStep
-from ggq.runtime.kernels.ggml_step import FORM_Q4K_GEMM, FORM_TILED
+from ggq.runtime.kernels.ggml_step import FORM_BATCH, FORM_Q4K_GEMM, FORM_TILED
 from ggq.runtime.kernels.nn import attention, gelu_tanh_mul, rmsnorm, rope, silu_mul, softcap
 from ggq.runtime.params import ModelParams, read_params
 from ggq.runtime.weights import Layer, embed, linear, load_weights
@@ -134,11 +134,11 @@ class Transformer:
         for start in range(0, len(ids), LLAMACPP_UBATCH):
             chunk = ids[start:start + LLAMACPP_UBATCH]
             grouped = len(chunk) - len(chunk) % 4
-            tiled = FORM_TILED if len(chunk) >= 8 else 0
+            batch = (FORM_TILED if len(chunk) >= 8 else 0) | (FORM_BATCH if len(chunk) >= 2 else 0)
             for t, tok in enumerate(chunk):
                 token[0] = tok
                 embed(self.weights.token_embd, token, x)
-                form = tiled | (FORM_Q4K_GEMM if t < grouped else 0)
+                form = batch | (FORM_Q4K_GEMM if t < grouped else 0)
                 out = self._step.run(pos + start + t, form, form if all_logits else 0)
                 if all_logits:
                     logits[start + t] = out[0]

@@ -1,6 +1,10 @@
-"""Q4_K and Q6_K rows × Q8_K activations in the float order of llama.cpp's x86 build (the
-`match_llamacpp` mode; ggq's own k-quant dots follow ggml's generic order, dot_kquants).
+"""Q4_K and Q6_K rows × Q8_K activations, and F16 rows × F16 activations, in the float order of
+llama.cpp's x86 build (the `match_llamacpp` mode; ggq's own k-quant dots follow ggml's generic order,
+dot_kquants, and its F16 ones keep float32 activations).
 
+    F16   activations rounded to F16 (ggml's vec_dot_type for F16 weights); one row: ggml_vec_dot_f16
+          (ggml_ops.dot_f16); a batch: llamafile's tinyBLAS, one 16-lane accumulator per output over
+          steps of 16 values, then _mm512_reduce_add_ps (`tinyblas`).
     Q4_K  llama.cpp repacks Q4_K matrices into 8-row interleaved blocks on AVX2 hosts
           (ggml_gemv/gemm_q4_K_8x8_q8_K). Per row and super-block the integer sums are exact:
           isum = sum_s scale_s * (q . x over sub-block s), imin = sum_s min_s * (bsum of sub-block s);
@@ -25,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ggq.runtime.kernels.ggml_ops import fma32
+from ggq.runtime.kernels.ggml_ops import dot_f16, f16_bits, f16_value, fma32, reduce_add_16
 from ggq.runtime.kernels.vecir import f16_at, f32_at, i16_at
 
 F32 = np.float32
@@ -144,3 +148,30 @@ def matvec_q6_k(w, xq, out, tiled):
         acc = np.empty(8, np.float32)
         for r in range(16 * c, min(16 * c + 16, w.shape[0])):
             out[r] = _row_q6_k(flat, r * w.shape[1], xq, nb, lanes, acc)
+
+
+@njit(cache=True)
+def _row_f16_tinyblas(w, wo, xh, n, lanes):
+    lanes[:16] = 0.0
+    for i in range(0, n, 16):
+        for e in range(16):
+            lanes[e] += f16_value(w[wo + i + e]) * f16_value(xh[i + e])  # exact products: fma = add
+    return reduce_add_16(lanes)
+
+
+@njit(parallel=True, cache=True)
+def matvec_f16(w, x, xh, out, tinyblas):
+    """out[r] = row r of the F16 matrix w [rows, cols] (uint16) . x rounded to F16 (into xh), in
+    ggml_vec_dot_f16's order, or tinyBLAS's if tinyblas."""
+    n = w.shape[1]
+    for i in range(n):
+        xh[i] = f16_bits(x[i])
+    flat = w.reshape(-1)
+    n_chunks = (w.shape[0] + 15) // 16
+    for c in prange(n_chunks):
+        lanes = np.empty(64, np.float32)
+        for r in range(16 * c, min(16 * c + 16, w.shape[0])):
+            if tinyblas:
+                out[r] = _row_f16_tinyblas(flat, r * n, xh, n, lanes)
+            else:
+                out[r] = dot_f16(flat, r * n, xh, 0, n, lanes)

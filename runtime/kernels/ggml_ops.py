@@ -137,26 +137,31 @@ def swiglu(gate, up):
             gate[r, i] = (g / (F32(1.0) + v_expf(F32(0.0) - g))) * up[r, i]
 
 
-@njit(cache=True)
-def _dot_f16(k_cache, kv, j, qh, lanes):
-    """ggml_vec_dot_f16 on AVX-512 of the F16 key at (kv, j) and the F16 query qh: 4 accumulators of 16
-    lanes over each 64 values, summed as (0+2) + (1+3), then _mm512_reduce_add_ps's tree; the rest in
-    double."""
-    d = qh.shape[0]
-    main = d - d % 64
-    lanes[:] = 0.0
-    for i in range(0, main, 64):
-        for a in range(64):
-            lanes[a] += f16_value(k_cache[kv, j, i + a]) * f16_value(qh[i + a])  # exact product
-    for l in range(16):
-        lanes[l] = (lanes[l] + lanes[32 + l]) + (lanes[16 + l] + lanes[48 + l])
+@njit(inline="always", cache=True)
+def reduce_add_16(lanes):
+    """GCC's _mm512_reduce_add_ps of lanes[0:16]: halves of 8, of 4, then (0+2) + (1+3)."""
     for l in range(8):
         lanes[l] = lanes[l + 8] + lanes[l]
     for l in range(4):
         lanes[l] = lanes[l + 4] + lanes[l]
-    total = np.float64((lanes[0] + lanes[2]) + (lanes[1] + lanes[3]))
-    for i in range(main, d):
-        total += np.float64(f16_value(k_cache[kv, j, i]) * f16_value(qh[i]))
+    return (lanes[0] + lanes[2]) + (lanes[1] + lanes[3])
+
+
+@njit(cache=True)
+def dot_f16(a, ao, b, bo, n, lanes):
+    """ggml_vec_dot_f16 on AVX-512 of the n F16 values at a[ao:] and b[bo:] (uint16 arrays): 4
+    accumulators of 16 lanes over each 64 values (products of halves are exact in float), summed
+    (0+2) + (1+3), reduced as _mm512_reduce_add_ps; the rest added in double. lanes: [64] scratch."""
+    main = n - n % 64
+    lanes[:] = 0.0
+    for i in range(0, main, 64):
+        for e in range(64):
+            lanes[e] += f16_value(a[ao + i + e]) * f16_value(b[bo + i + e])
+    for l in range(16):
+        lanes[l] = (lanes[l] + lanes[32 + l]) + (lanes[16 + l] + lanes[48 + l])
+    total = np.float64(reduce_add_16(lanes))
+    for i in range(main, n):
+        total += np.float64(f16_value(a[ao + i]) * f16_value(b[bo + i]))
     return F32(total)
 
 
@@ -175,7 +180,7 @@ def flash_attention(q, k_cache, v_cache, n_kv, window, scale, qh, vkq, lanes, ou
             vkq[d] = 0
         total, best = F32(0.0), F32(-np.inf)
         for j in range(lo, n_kv):
-            s = _dot_f16(k_cache, kv, j, qh, lanes) * scale
+            s = dot_f16(k_cache[kv, j], 0, qh, 0, dim, lanes) * scale
             ms, vs = F32(1.0), F32(1.0)
             if s > best:
                 ms = F32(math.exp(best - s))

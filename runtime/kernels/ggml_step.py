@@ -9,16 +9,18 @@ row alone), so the prompt's results are the same bits as well.
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from ggq.runtime.kernels import dot_ggml_x86 as gx
 from ggq.runtime.kernels import ggml_ops as go
 from ggq.runtime.kernels.actquant import quantize_q8_k
-from ggq.runtime.kernels.step import DOWN, GATE, N_ROLES, Q4_K, Q6_K, UP, WK, WO, WQ, WV, matvec_any
+from ggq.runtime.kernels.step import DOWN, F16, GATE, N_ROLES, Q4_K, Q6_K, UP, WK, WO, WQ, WV, matvec_any
 
 # which of llama.cpp's k-quant matmul kernels a prompt token goes through (0: the one-row kernels)
 FORM_Q4K_GEMM = 1  # repacked Q4_K, the token in one of its micro-batch's whole groups of 4 rows
 FORM_TILED = 2     # tiled k-quant matmul: a micro-batch of 8 rows or more (Q6_K here)
+FORM_BATCH = 4     # any batch of 2 rows or more: F16 through llamafile's tinyBLAS
 
 
 @njit(cache=True)
@@ -27,11 +29,14 @@ def matvec(blob, mats, m, x, out, xq, form):
     dot_legacy kernels already follow it). form: which of llama.cpp's k-quant kernels would take
     this row (bits FORM_Q4K_GEMM, FORM_TILED; 0: the one-row kernels of decode)."""
     kind = mats[m, 3]
-    if kind != Q4_K and kind != Q6_K:
+    if kind != Q4_K and kind != Q6_K and kind != F16:
         matvec_any(blob, mats, m, x, out, xq, False)
         return
     off, rows, row_bytes = mats[m, 0], mats[m, 1], mats[m, 2]
     w = blob[off:off + rows * row_bytes].reshape((rows, row_bytes))
+    if kind == F16:
+        gx.matvec_f16(w.view(np.uint16), x, xq.view(np.uint16), out, form & FORM_BATCH != 0)
+        return
     quantize_q8_k(x.reshape((1, x.shape[0])), xq.reshape((1, xq.shape[0])))
     if kind == Q4_K:
         gx.matvec_q4_k(w, xq, out, form & FORM_Q4K_GEMM != 0)
