@@ -73,7 +73,7 @@ def test_swiglu_equals_llamacpp():
     np.testing.assert_array_equal(gate[0], GOLDEN["swiglu_out"])
 
 
-CASES = ("q6_k_tiled", "q6_k_vecdot", "q4_k_gemm", "q4_k_gemv", "q5_0", "q8_0")
+CASES = ("q6_k_tiled", "q6_k_vecdot", "q4_k_gemm", "q4_k_gemv", "q5_0", "q8_0", "f16_tinyblas", "f16_vecdot")
 
 
 @llamacpp_bits
@@ -194,7 +194,7 @@ def _attend(q, k, v, n_kv, window, out):
 
 def _matvec(kind: str, w: np.ndarray, x: np.ndarray, form: int) -> np.ndarray:
     """ggml_step.matvec over a one-matrix table whose blob is w's bytes."""
-    w = np.ascontiguousarray(w, np.uint8)
+    w = np.ascontiguousarray(w).view(np.uint8)
     mats = np.array([[0, w.shape[0], w.shape[1], KINDS.index(kind)]], np.int64)
     out = np.empty(w.shape[0], F32)
     xq = np.empty(8192, np.uint8)

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import importlib
 
+import numba
 import numpy as np
+
+# A cached kernel that calls parallel ones is linked against symbols of Numba's threading layer
+# (allocate_sched, ...) that exist only once the layer has started; loading one before that aborts
+# the process ("LLVM ERROR: Symbol not found: allocate_sched"). Start the layer before any kernel loads.
+numba.get_num_threads()
 
 # float kernels may reassociate and fuse multiply-adds, so that LLVM vectorizes their dot products
 # (never the quantizers: their rounding must stay exactly ggml's)
