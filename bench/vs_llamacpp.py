@@ -31,10 +31,11 @@ TYPES = ("F16", "Q8_0", "Q6_K", "Q4_K_M", "Q4_0", "Q2_K")
 TARGETS = {("tg", "Q4_K_M"): 1.0, ("tg", "Q8_0"): 1.0, ("tg", "Q4_0"): 1.0, ("pp", "Q4_K_M"): 0.8,
            ("pp", "Q8_0"): 0.8}  # everything else: tg >= 0.8, pp reported
 GGQ = [sys.executable, "-m", "ggq"]
-ARM_NOTE = ("Measured on x86 only. Not measured: Apple Silicon / ARM. There ggq runs the same kernels from "
-            "the generic LLVM vector IR (the x86 hosts' vpdpbusd / pmaddubsw variants are chosen only when "
-            "the CPU has them; the generic IR is tested bit-exact here with GGQ_NO_VNNI=1 GGQ_NO_MADD=1), and "
-            "numpy's BLAS is Accelerate rather than OpenBLAS.")
+ARM_NOTE = ("Measured on x86 only. Not measured: Apple Silicon / ARM. There ggq runs the same kernels; the "
+            "integer dots use NEON sdot where the CPU has dotprod (every Apple Silicon chip), else the generic "
+            "LLVM vector IR: both bit-exact with the x86 forms (tests run under qemu-aarch64, see arm_emulated; "
+            "the generic IR also here with GGQ_NO_VNNI=1 GGQ_NO_MADD=1), and numpy's BLAS is Accelerate "
+            "rather than OpenBLAS.")
 
 
 def llama_bench(path: Path, threads: int, reps: int, n_prompt: int, n_gen: int) -> dict[str, float]:
