@@ -96,7 +96,8 @@ run_tests() {
 print(platform.machine(), i.describe()); assert i.HAVE_SDOT'
     emulated -m pytest -p no:cacheprovider -x "${args[@]}"
     echo "== aarch64 machine code of dot_legacy.matvec_q4_0 (sdot form): sdot instructions"
-    emulated -c 'from ggq.runtime.kernels import dot_legacy as d
+    emulated -c 'import os, tempfile; os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp()  # cached code has no asm
+from ggq.runtime.kernels import dot_legacy as d
 f = d.matvec_q4_0; f.compile("(uint8[:, ::1], uint8[::1], float32[::1])")
 sdot = [line.strip() for a in f.inspect_asm().values() for line in a.splitlines() if "sdot" in line]
 print(len(sdot), "sdot instructions, e.g.", sdot[:3]); assert sdot'
