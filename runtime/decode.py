@@ -92,7 +92,7 @@ class GgmlStep:
         xq = np.empty(max(widest // 32 * 36, -(-widest // 256) * 292, 2 * widest), np.uint8)  # +F16 row
         self.bufs = (ws.x[:1], ws.h[:1], ws.q[:1], ws.k[:1], ws.v[:1], ws.att[:1], ws.gate[:1], ws.up[:1], xq)
         self.scratch = (np.empty((half, 2), np.float32), np.empty(hd, np.uint16), np.empty(hd, np.uint16),
-                        np.empty(64, np.float32))
+                        np.empty(64, np.float32), np.empty(hd, np.float32))
         self.logits = ws.logits
 
     def run(self, pos: int, form: int = 0, last_form: int = 0) -> np.ndarray:

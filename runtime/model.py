@@ -23,7 +23,7 @@ from ggq.errors import GGQError
 from ggq.gguf_read import GGUFFile
 from ggq.runtime.blas import attention_split
 from ggq.runtime.decode import DecodeStep, GgmlStep
-from ggq.runtime.kernels.ggml_step import FORM_BATCH, FORM_Q4K_GEMM, FORM_TILED
+from ggq.runtime.kernels.ggml_step import FORM_BATCH, FORM_FA_TILED, FORM_Q4K_GEMM, FORM_TILED
 from ggq.runtime.kernels.nn import attention, gelu_tanh_mul, rmsnorm, rope, silu_mul, softcap
 from ggq.runtime.params import ModelParams, read_params
 from ggq.runtime.weights import Layer, embed, linear, load_weights
@@ -128,13 +128,15 @@ class Transformer:
         """The prompt one token at a time through GgmlStep: the same bits as llama.cpp's batched prompt.
         llama.cpp splits a prompt into micro-batches of LLAMACPP_UBATCH tokens; in each, its repacked
         Q4_K kernel takes whole groups of 4 rows in one form (gemm) and the rest in another (gemv),
-        its other k-quant matmuls change kernel at 8 rows (tiled), and the last layer's feed-forward
-        part only runs the rows whose logits are wanted."""
+        its other k-quant matmuls change kernel at 8 rows (tiled), F16 ones at 2 (tinyBLAS), flash
+        attention at 64 (tiled), and the last layer's feed-forward part only runs the rows whose
+        logits are wanted."""
         x, token = self.ws.x[:1], self.ws.token
         for start in range(0, len(ids), LLAMACPP_UBATCH):
             chunk = ids[start:start + LLAMACPP_UBATCH]
-            grouped = len(chunk) - len(chunk) % 4
-            batch = (FORM_TILED if len(chunk) >= 8 else 0) | (FORM_BATCH if len(chunk) >= 2 else 0)
+            n = len(chunk)
+            grouped = n - n % 4
+            batch = (FORM_BATCH if n >= 2 else 0) | (FORM_TILED if n >= 8 else 0) | (FORM_FA_TILED if n >= 64 else 0)
             for t, tok in enumerate(chunk):
                 token[0] = tok
                 embed(self.weights.token_embd, token, x)

@@ -195,3 +195,67 @@ def flash_attention(q, k_cache, v_cache, n_kv, window, scale, qh, vkq, lanes, ou
         inv = F32(1.0) / total if total != 0.0 else F32(0.0)
         for d in range(dim):
             out[h, d] = f16_value(vkq[d]) * inv
+
+
+KV_TILE = 64  # GGML_FA_TILE_KV
+
+
+@njit(cache=True)
+def flash_attention_tiled(q, k_cache, v_cache, n_kv, window, scale, kq, acc, out):
+    """flash_attention as ggml_compute_forward_flash_attn_ext_tiled computes it (micro-batches of 64
+    query rows or more): q stays float32; per tile of 64 cache positions, q.k as a sequential chain
+    of fused multiply-adds, times scale; masked positions -inf; the tile's max updates the running
+    max (rescaling by expf); exps by v_expf, their sum per 16 lanes (_mm512_reduce_add_ps) added in
+    double; the V sum a fused multiply-add chain in float32. kq: [64], acc: [D] float32 scratch."""
+    n_head, dim = q.shape
+    group = n_head // k_cache.shape[0]
+    lo = max(0, n_kv - window) if window > 0 else 0
+    for h in range(n_head):
+        kv = h // group
+        acc[:] = 0.0
+        total, best = F32(0.0), F32(-np.inf)
+        for ic in range(lo - lo % KV_TILE, n_kv, KV_TILE):
+            tile_max = F32(-np.inf)
+            for tk in range(KV_TILE):
+                p = ic + tk
+                if p < lo or p >= n_kv:
+                    kq[tk] = -np.inf
+                    continue
+                s = F32(0.0)
+                for d in range(dim):
+                    s = fma32(f16_value(k_cache[kv, p, d]), q[h, d], s)
+                kq[tk] = s * scale
+                tile_max = max(tile_max, kq[tk])
+            if tile_max == -np.inf:
+                continue
+            new_best = max(best, tile_max)
+            if new_best > best:
+                ms = F32(math.exp(best - new_best))
+                for d in range(dim):
+                    acc[d] = acc[d] * ms
+                total = total * ms
+            best = new_best
+            tile_sum = 0.0
+            for c in range(0, KV_TILE, 16):
+                for e in range(16):
+                    kq[c + e] = v_expf(kq[c + e] - best)
+                tile_sum += np.float64(_sum16(kq, c))
+            total = F32(np.float64(total) + tile_sum)
+            for tk in range(KV_TILE):
+                p = ic + tk
+                if lo <= p < n_kv:
+                    for d in range(dim):
+                        acc[d] = fma32(f16_value(v_cache[kv, p, d]), kq[tk], acc[d])
+        inv = F32(1.0) / total if total != 0.0 else F32(0.0)
+        for d in range(dim):
+            out[h, d] = acc[d] * inv
+
+
+@njit(inline="always", cache=True)
+def _sum16(v, at):
+    """_mm512_reduce_add_ps of v[at:at+16] (without touching v)."""
+    b0 = (v[at + 12] + v[at + 4]) + (v[at + 8] + v[at])
+    b1 = (v[at + 13] + v[at + 5]) + (v[at + 9] + v[at + 1])
+    b2 = (v[at + 14] + v[at + 6]) + (v[at + 10] + v[at + 2])
+    b3 = (v[at + 15] + v[at + 7]) + (v[at + 11] + v[at + 3])
+    return (b0 + b2) + (b1 + b3)

@@ -21,6 +21,7 @@ from ggq.runtime.kernels.step import DOWN, F16, GATE, N_ROLES, Q4_K, Q6_K, UP, W
 FORM_Q4K_GEMM = 1  # repacked Q4_K, the token in one of its micro-batch's whole groups of 4 rows
 FORM_TILED = 2     # tiled k-quant matmul: a micro-batch of 8 rows or more (Q6_K here)
 FORM_BATCH = 4     # any batch of 2 rows or more: F16 through llamafile's tinyBLAS
+FORM_FA_TILED = 8  # a micro-batch of 64 rows or more: flash attention's tiled form
 
 
 @njit(cache=True)
@@ -52,7 +53,7 @@ def _attention(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs, sc
     n_head, n_kv, hd = dims
     qkv_bias, qk_norm, neox, eps, attn_scale = flags
     x, h, q, k, v, att, gate, up, xq = bufs
-    table, qh, vkq, lanes = scratch
+    table, qh, vkq, lanes, acc = scratch
     base = i * N_ROLES
     go.rmsnorm(x, attn_norm[i], eps, h)
     matvec(blob, mats, base + WQ, h[0], q[0], xq, form)
@@ -74,8 +75,12 @@ def _attention(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs, sc
         for d in range(hd):
             k_cache[i, g, pos, d] = go.f16_bits(kh2[g, d])
             v_cache[i, g, pos, d] = go.f16_bits(vh2[g, d])
-    go.flash_attention(qh2, k_cache[i], v_cache[i], pos + 1, window[i], attn_scale, qh, vkq, lanes,
-                       att.reshape((n_head, hd)))
+    if form & FORM_FA_TILED:
+        go.flash_attention_tiled(qh2, k_cache[i], v_cache[i], pos + 1, window[i], attn_scale, lanes, acc,
+                                 att.reshape((n_head, hd)))
+    else:
+        go.flash_attention(qh2, k_cache[i], v_cache[i], pos + 1, window[i], attn_scale, qh, vkq, lanes,
+                           att.reshape((n_head, hd)))
     matvec(blob, mats, base + WO, att[0], h[0], xq, form)
     x[0] += h[0]
 
