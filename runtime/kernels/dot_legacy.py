@@ -6,8 +6,8 @@
 Weight/activation pairs as ggml's vec_dot_type: Q4_0, Q5_0, Q8_0 x Q8_0 and Q4_1, Q5_1 x Q8_1 (see
 actquant). Each row is one vecir intrinsic that follows ggml-cpu's x86 ggml_vec_dot_<t>_q8_<k> (the
 AVX2/AVX-512 build llama.cpp runs here): exact integer sums in 8 lanes per block, scaled and
-fused-multiply-added into 8 float accumulators, one horizontal sum per row. The same IR runs on ARM
-(NEON), with the same results. vecir.ROWS_PER_STEP rows go together (shared activation loads,
+fused-multiply-added into 8 float accumulators, one horizontal sum per row. On ARM the same kernels
+run (NEON sdot where the CPU has dotprod, vecir_isa), with the same results. vecir.ROWS_PER_STEP rows go together (shared activation loads,
 independent chains), the rest one by one; every row's arithmetic is the same either way, so matmat
 (one row at a time per token) equals matvec bit for bit.
 Numba's cache does not see edits to vecir: after changing it, touch this file (or clear the cache).
