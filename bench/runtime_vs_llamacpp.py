@@ -44,6 +44,7 @@ DEFAULT_NOTE = ("ggq's defaults: prompt in float32 through BLAS, generated token
 MATCH_NOTE = ("ggq.load(..., match_llamacpp=True): llama.cpp's CPU arithmetic (x86 AVX-512 build) for every "
               "token, prompt ones included: F16 KV cache with its flash attention, ggml's norm, rope and SiLU, "
               "each weight kind's dot product in the order of llama.cpp's kernels.")
+GGQ = Path(sys.executable).parent / "ggq"
 
 
 def llama_simple(path: Path, prompt: str) -> bytes:
@@ -107,9 +108,9 @@ def llamacpp_ppl_cmd(path: Path, text: Path, ctx: int, chunks: int, threads: int
             "--chunks", str(chunks), "-t", str(threads)]
 
 
-def ggq_ppl_cmd(path: Path, text: Path, ctx: int, chunks: int, threads: int) -> list[str]:
+def ggq_ppl_cmd(path: Path, text: Path, ctx: int, chunks: int, threads: int, match: bool) -> list[str]:
     return [str(GGQ), "perplexity", str(path), "-f", str(text), "--ctx", str(ctx), "--chunks", str(chunks),
-            "--threads", str(threads)]
+            "--threads", str(threads)] + (["--match-llamacpp"] if match else [])
 
 
 def run_ppl(cmd: list[str], pattern: str) -> tuple[float, float]:
@@ -153,7 +154,7 @@ def main() -> None:
         row = [name, f"{same}/{len(res)}"]
         if not args.skip_ppl:
             lcmd = llamacpp_ppl_cmd(path, text, args.ctx, args.chunks, args.threads)
-            gcmd = ggq_ppl_cmd(path, text, args.ctx, args.chunks, ggq_threads)
+            gcmd = ggq_ppl_cmd(path, text, args.ctx, args.chunks, ggq_threads, args.match_llamacpp)
             commands += [shlex.join(lcmd), shlex.join(gcmd)]
             theirs, t_l = run_ppl(lcmd, r"Final estimate: PPL = ([0-9.]+)")
             ours, t_g = run_ppl(gcmd, r"PPL = ([0-9.]+)")
