@@ -2,8 +2,10 @@
 
 Each kernel repeats the float operations of ggml-cpu's x86 build (AVX-512 host, GCC's default
 contraction into fused multiply-adds) in the same order, so that given the same inputs it returns the
-same bits. Checked op by op against tensors dumped from llama.cpp itself (bench/llamacpp_trace.py);
-tests/test_runtime_ggml_ops.py holds the oracles that need no llama.cpp.
+same bits. Checked op by op against tensors dumped from llama.cpp itself (bench/llamacpp_trace.cpp;
+tests/fixtures/ggml_golden.npz and tests/test_runtime_ggml_ops.py, with references that need no
+llama.cpp). Other builds of llama.cpp (AVX2 only, ARM) round differently in places (v_expf, lane
+orders); this module follows the AVX-512 one.
 
     rmsnorm          ggml_compute_forward_rms_norm_f32 then the weight multiply (float x*x summed in
                      double, float mean, 1/sqrtf)
@@ -12,7 +14,8 @@ tests/test_runtime_ggml_ops.py holds the oracles that need no llama.cpp.
     swiglu           ggml_vec_swiglu_f32 with the AVX-512 ggml_v_expf polynomial
     flash_attention  ggml_compute_forward_flash_attn_ext_f16_one_chunk over an F16 KV cache: q rounded
                      to F16, q.k in the AVX-512 lane order of ggml_vec_dot_f16, online softmax with expf,
-                     the V sum kept in F16
+                     the V sum kept in F16 (decode, and prompts under 64 tokens)
+    flash_attention_tiled  ggml_compute_forward_flash_attn_ext_tiled (prompts of 64 tokens or more)
 
 The F16 KV cache is stored as uint16 bit patterns.
 """
