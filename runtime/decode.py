@@ -78,7 +78,7 @@ class GgmlStep:
                            f"not {p.arch}")
         layers, hd, half = w.layers, p.head_dim, p.rope_dims // 2
         self._step = ggml_step
-        self.blob, self.mats = tf.gguf.buffer(), _matrix_table(w)
+        self.blob, self.mats = tf.gguf.buffer(), _repacked_column(_matrix_table(w), w)
         self.vecs = (_stack(layers, "attn_norm", p.n_embd), _stack(layers, "ffn_norm", p.n_embd),
                      _stack(layers, "q_norm", hd), _stack(layers, "k_norm", hd),
                      _stack(layers, "bq", p.n_head * hd), _stack(layers, "bk", p.n_head_kv * hd),
@@ -101,6 +101,17 @@ class GgmlStep:
         self._step(pos, self.blob, self.mats, self.vecs, self.rope, self.caches, self.dims, self.flags,
                    self.bufs, self.scratch, self.logits, form, last_form)
         return self.logits
+
+
+def _repacked_column(mats: np.ndarray, w) -> np.ndarray:
+    """The table plus a column: 1 where llama.cpp's CPU backend repacks the matrix at load on an AVX2
+    host (Q4_0 and Q4_K with rows a multiple of 8; never the token embedding, which it also reads
+    by row, so a tied output matrix stays as stored)."""
+    kinds = [KINDS.index("Q4_0"), KINDS.index("Q4_K")]
+    flag = (np.isin(mats[:, 3], kinds) & (mats[:, 1] % 8 == 0)).astype(np.int64)
+    if w.output is w.token_embd:
+        flag[-1] = 0
+    return np.column_stack([mats, flag])
 
 
 def _ggml_rope(p, w, half: int):

@@ -73,7 +73,8 @@ def test_swiglu_equals_llamacpp():
     np.testing.assert_array_equal(gate[0], GOLDEN["swiglu_out"])
 
 
-CASES = ("q6_k_tiled", "q6_k_vecdot", "q4_k_gemm", "q4_k_gemv", "q5_0", "q8_0", "f16_tinyblas", "f16_vecdot")
+CASES = ("q6_k_tiled", "q6_k_vecdot", "q4_k_gemm", "q4_k_gemv", "q5_0", "q8_0", "f16_tinyblas", "f16_vecdot",
+         "q4_0_gemm", "q4_0_gemv")
 
 
 @llamacpp_bits
@@ -193,9 +194,10 @@ def _attend(q, k, v, n_kv, window, out):
 
 
 def _matvec(kind: str, w: np.ndarray, x: np.ndarray, form: int) -> np.ndarray:
-    """ggml_step.matvec over a one-matrix table whose blob is w's bytes."""
+    """ggml_step.matvec over a one-matrix table whose blob is w's bytes (Q4_0, Q4_K: repacked, as
+    llama.cpp's layer weights are)."""
     w = np.ascontiguousarray(w).view(np.uint8)
-    mats = np.array([[0, w.shape[0], w.shape[1], KINDS.index(kind)]], np.int64)
+    mats = np.array([[0, w.shape[0], w.shape[1], KINDS.index(kind), kind in ("Q4_0", "Q4_K")]], np.int64)
     out = np.empty(w.shape[0], F32)
     xq = np.empty(8192, np.uint8)
     matvec(w.reshape(-1), mats, 0, x.astype(F32), out, xq, form)

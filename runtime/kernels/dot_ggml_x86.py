@@ -2,6 +2,8 @@
 llama.cpp's x86 build (the `match_llamacpp` mode; ggq's own k-quant dots follow ggml's generic order,
 dot_kquants, and its F16 ones keep float32 activations).
 
+    Q4_0  repacked into 8-row interleaved blocks on AVX2 hosts (ggml_gemv/gemm_q4_0_8x8_q8_0): per
+          row and block, acc = fma(isum, d_w * d_x, acc) with the block's exact integer sum.
     F16   activations rounded to F16 (ggml's vec_dot_type for F16 weights); one row: ggml_vec_dot_f16
           (ggml_ops.dot_f16); a batch: llamafile's tinyBLAS, one 16-lane accumulator per output over
           steps of 16 values, then _mm512_reduce_add_ps (`tinyblas`).
@@ -120,6 +122,29 @@ def _row_q6_k_tiled(w, wo, xq, nb):
             s1 += np.int32(np.int8(w[wb + 192 + s])) * (raw - 32 * i16_at(xq, xb + 260 + 2 * s))
         acc = fma32(F32(s1) * f16_at(w, wb + 208), f32_at(xq, xb), acc)  # GCC fuses the add into the multiply
     return acc
+
+
+@njit(cache=True)
+def _row_q4_0_repacked(w, wo, xq, nb):
+    acc = F32(0.0)
+    for b in range(nb):
+        wb, xb = wo + 18 * b, 34 * b
+        isum = 0
+        for l in range(16):
+            q = np.int32(w[wb + 2 + l])
+            isum += ((q & 0xF) - 8) * np.int32(np.int8(xq[xb + 2 + l]))
+            isum += ((q >> 4) - 8) * np.int32(np.int8(xq[xb + 18 + l]))
+        acc = fma32(F32(isum), f16_at(w, wb) * f16_at(xq, xb), acc)
+    return acc
+
+
+@njit(parallel=True, cache=True)
+def matvec_q4_0_repacked(w, xq, out):
+    """out[r] = row r of the Q4_0 matrix w . the Q8_0 row xq, as llama.cpp's repacked kernels sum it."""
+    nb = w.shape[1] // 18
+    flat = w.reshape(-1)
+    for r in prange(w.shape[0]):
+        out[r] = _row_q4_0_repacked(flat, r * w.shape[1], xq, nb)
 
 
 @njit(parallel=True, cache=True)

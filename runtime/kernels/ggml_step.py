@@ -14,10 +14,10 @@ from numba import njit
 
 from ggq.runtime.kernels import dot_ggml_x86 as gx
 from ggq.runtime.kernels import ggml_ops as go
-from ggq.runtime.kernels.actquant import quantize_q8_k
-from ggq.runtime.kernels.step import DOWN, F16, GATE, N_ROLES, Q4_K, Q6_K, UP, WK, WO, WQ, WV, matvec_any
+from ggq.runtime.kernels.actquant import quantize_q8_0, quantize_q8_k
+from ggq.runtime.kernels.step import DOWN, F16, GATE, N_ROLES, Q4_0, Q4_K, Q6_K, UP, WK, WO, WQ, WV, matvec_any
 
-# which of llama.cpp's k-quant matmul kernels a prompt token goes through (0: the one-row kernels)
+# which of llama.cpp's matmul kernels a prompt token goes through (0: the one-row kernels)
 FORM_Q4K_GEMM = 1  # repacked Q4_K, the token in one of its micro-batch's whole groups of 4 rows
 FORM_TILED = 2     # tiled k-quant matmul: a micro-batch of 8 rows or more (Q6_K here)
 FORM_BATCH = 4     # any batch of 2 rows or more: F16 through llamafile's tinyBLAS
@@ -26,15 +26,20 @@ FORM_FA_TILED = 8  # a micro-batch of 64 rows or more: flash attention's tiled f
 
 @njit(cache=True)
 def matvec(blob, mats, m, x, out, xq, form):
-    """out = W_m @ x with 8-bit activations, each kind in llama.cpp's x86 order (legacy kinds: the
-    dot_legacy kernels already follow it). form: which of llama.cpp's k-quant kernels would take
-    this row (bits FORM_Q4K_GEMM, FORM_TILED; 0: the one-row kernels of decode)."""
-    kind = mats[m, 3]
-    if kind != Q4_K and kind != Q6_K and kind != F16:
+    """out = W_m @ x with 8-bit activations, each kind in llama.cpp's x86 order (other legacy kinds:
+    the dot_legacy kernels already follow it). mats[m, 4]: llama.cpp repacks this matrix (Q4_0, Q4_K
+    on AVX2 hosts). form: which of llama.cpp's kernels would take this row (FORM_* bits; 0: the
+    one-row kernels of decode)."""
+    kind, repacked = mats[m, 3], mats[m, 4] != 0
+    if kind != Q4_K and kind != Q6_K and kind != F16 and not (kind == Q4_0 and repacked):
         matvec_any(blob, mats, m, x, out, xq, False)
         return
     off, rows, row_bytes = mats[m, 0], mats[m, 1], mats[m, 2]
     w = blob[off:off + rows * row_bytes].reshape((rows, row_bytes))
+    if kind == Q4_0:
+        quantize_q8_0(x.reshape((1, x.shape[0])), xq.reshape((1, xq.shape[0])))
+        gx.matvec_q4_0_repacked(w, xq, out)
+        return
     if kind == F16:
         gx.matvec_f16(w.view(np.uint16), x, xq.view(np.uint16), out, form & FORM_BATCH != 0)
         return
