@@ -7,7 +7,8 @@ Each super-block is one vecir intrinsic: the integer part (ggml's aux32[8] lanes
 vector IR, and the float part following ggml-cpu/quants.c's ggml_vec_dot_<t>_q8_K_generic literally: 8 float lane sums
 `sums[l] += d * aux32[l]`, the mins term subtracted per block, lanes added to sumf at the end. So each
 output equals that scalar C code compiled without FP contraction, and matmat equals matvec bit for bit.
-Rows are processed in chunks so the 8 float lane sums are allocated once per chunk, not per row.
+Rows are processed in chunks; the 8 float lane sums live on each chunk's stack (vecir.lane_sums), so
+the kernels allocate nothing.
 Numba's cache does not see edits to vecir: after changing it, touch this file (or clear the cache).
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ggq.runtime.kernels.vecir import block_q2_k, block_q3_k, block_q4_k, block_q5_k, block_q6_k
+from ggq.runtime.kernels.vecir import block_q2_k, block_q3_k, block_q4_k, block_q5_k, block_q6_k, lane_sums
 
 F32 = np.float32
 CHUNK = 16  # rows per parallel work item
@@ -30,7 +31,8 @@ def _finish(sumf, sums):
 
 @njit(inline="always", cache=True)
 def _row_q2_k(wr, xr, sums):
-    sums[:] = 0
+    for l in range(8):
+        sums[l] = 0.0
     sumf = F32(0.0)
     for i in range(wr.shape[0] // 84):
         sumf = block_q2_k(wr, i * 84, xr, i * 292, sums, sumf)
@@ -39,7 +41,8 @@ def _row_q2_k(wr, xr, sums):
 
 @njit(inline="always", cache=True)
 def _row_q3_k(wr, xr, sums):
-    sums[:] = 0
+    for l in range(8):
+        sums[l] = 0.0
     sumf = F32(0.0)
     for i in range(wr.shape[0] // 110):
         sumf = block_q3_k(wr, i * 110, xr, i * 292, sums, sumf)
@@ -48,7 +51,8 @@ def _row_q3_k(wr, xr, sums):
 
 @njit(inline="always", cache=True)
 def _row_q4_k(wr, xr, sums):
-    sums[:] = 0
+    for l in range(8):
+        sums[l] = 0.0
     sumf = F32(0.0)
     for i in range(wr.shape[0] // 144):
         sumf = block_q4_k(wr, i * 144, xr, i * 292, sums, sumf)
@@ -57,7 +61,8 @@ def _row_q4_k(wr, xr, sums):
 
 @njit(inline="always", cache=True)
 def _row_q5_k(wr, xr, sums):
-    sums[:] = 0
+    for l in range(8):
+        sums[l] = 0.0
     sumf = F32(0.0)
     for i in range(wr.shape[0] // 176):
         sumf = block_q5_k(wr, i * 176, xr, i * 292, sums, sumf)
@@ -66,7 +71,8 @@ def _row_q5_k(wr, xr, sums):
 
 @njit(inline="always", cache=True)
 def _row_q6_k(wr, xr, sums):
-    sums[:] = 0
+    for l in range(8):
+        sums[l] = 0.0
     sumf = F32(0.0)
     for i in range(wr.shape[0] // 210):
         sumf = block_q6_k(wr, i * 210, xr, i * 292, sums, sumf)
@@ -78,7 +84,7 @@ def _row_q6_k(wr, xr, sums):
 @njit(parallel=True, cache=True)
 def matvec_q2_k(w, xq, out):
     for c in prange((w.shape[0] + CHUNK - 1) // CHUNK):
-        sums = np.empty(8, F32)
+        sums = lane_sums()
         for r in range(c * CHUNK, min(w.shape[0], (c + 1) * CHUNK)):
             out[r] = _row_q2_k(w[r], xq, sums)
 
@@ -86,7 +92,7 @@ def matvec_q2_k(w, xq, out):
 @njit(parallel=True, cache=True)
 def matmat_q2_k(w, xq, out):
     for c in prange((w.shape[0] + CHUNK - 1) // CHUNK):
-        sums = np.empty(8, F32)
+        sums = lane_sums()
         for r in range(c * CHUNK, min(w.shape[0], (c + 1) * CHUNK)):
             for t in range(xq.shape[0]):
                 out[t, r] = _row_q2_k(w[r], xq[t], sums)
@@ -95,7 +101,7 @@ def matmat_q2_k(w, xq, out):
 @njit(parallel=True, cache=True)
 def matvec_q3_k(w, xq, out):
     for c in prange((w.shape[0] + CHUNK - 1) // CHUNK):
-        sums = np.empty(8, F32)
+        sums = lane_sums()
         for r in range(c * CHUNK, min(w.shape[0], (c + 1) * CHUNK)):
             out[r] = _row_q3_k(w[r], xq, sums)
 
@@ -103,7 +109,7 @@ def matvec_q3_k(w, xq, out):
 @njit(parallel=True, cache=True)
 def matmat_q3_k(w, xq, out):
     for c in prange((w.shape[0] + CHUNK - 1) // CHUNK):
-        sums = np.empty(8, F32)
+        sums = lane_sums()
         for r in range(c * CHUNK, min(w.shape[0], (c + 1) * CHUNK)):
             for t in range(xq.shape[0]):
                 out[t, r] = _row_q3_k(w[r], xq[t], sums)
@@ -112,7 +118,7 @@ def matmat_q3_k(w, xq, out):
 @njit(parallel=True, cache=True)
 def matvec_q4_k(w, xq, out):
     for c in prange((w.shape[0] + CHUNK - 1) // CHUNK):
-        sums = np.empty(8, F32)
+        sums = lane_sums()
         for r in range(c * CHUNK, min(w.shape[0], (c + 1) * CHUNK)):
             out[r] = _row_q4_k(w[r], xq, sums)
 
@@ -120,7 +126,7 @@ def matvec_q4_k(w, xq, out):
 @njit(parallel=True, cache=True)
 def matmat_q4_k(w, xq, out):
     for c in prange((w.shape[0] + CHUNK - 1) // CHUNK):
-        sums = np.empty(8, F32)
+        sums = lane_sums()
         for r in range(c * CHUNK, min(w.shape[0], (c + 1) * CHUNK)):
             for t in range(xq.shape[0]):
                 out[t, r] = _row_q4_k(w[r], xq[t], sums)
@@ -129,7 +135,7 @@ def matmat_q4_k(w, xq, out):
 @njit(parallel=True, cache=True)
 def matvec_q5_k(w, xq, out):
     for c in prange((w.shape[0] + CHUNK - 1) // CHUNK):
-        sums = np.empty(8, F32)
+        sums = lane_sums()
         for r in range(c * CHUNK, min(w.shape[0], (c + 1) * CHUNK)):
             out[r] = _row_q5_k(w[r], xq, sums)
 
@@ -137,7 +143,7 @@ def matvec_q5_k(w, xq, out):
 @njit(parallel=True, cache=True)
 def matmat_q5_k(w, xq, out):
     for c in prange((w.shape[0] + CHUNK - 1) // CHUNK):
-        sums = np.empty(8, F32)
+        sums = lane_sums()
         for r in range(c * CHUNK, min(w.shape[0], (c + 1) * CHUNK)):
             for t in range(xq.shape[0]):
                 out[t, r] = _row_q5_k(w[r], xq[t], sums)
@@ -146,7 +152,7 @@ def matmat_q5_k(w, xq, out):
 @njit(parallel=True, cache=True)
 def matvec_q6_k(w, xq, out):
     for c in prange((w.shape[0] + CHUNK - 1) // CHUNK):
-        sums = np.empty(8, F32)
+        sums = lane_sums()
         for r in range(c * CHUNK, min(w.shape[0], (c + 1) * CHUNK)):
             out[r] = _row_q6_k(w[r], xq, sums)
 
@@ -154,7 +160,7 @@ def matvec_q6_k(w, xq, out):
 @njit(parallel=True, cache=True)
 def matmat_q6_k(w, xq, out):
     for c in prange((w.shape[0] + CHUNK - 1) // CHUNK):
-        sums = np.empty(8, F32)
+        sums = lane_sums()
         for r in range(c * CHUNK, min(w.shape[0], (c + 1) * CHUNK)):
             for t in range(xq.shape[0]):
                 out[t, r] = _row_q6_k(w[r], xq[t], sums)

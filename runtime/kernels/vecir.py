@@ -363,10 +363,19 @@ def _lanes(builder, kind, wp, xq, scales):
     return _scaled_lanes(builder, chunks, xq, scales)
 
 
+@intrinsic
+def lane_sums(typingctx):
+    """Room for the 8 float lane sums of a k-quant row on the calling function's stack (a float32
+    pointer): the row kernels then allocate nothing, and each thread's chunk has its own."""
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(cgutils.alloca_once(builder, ir.ArrayType(F32, 8)), F32.as_pointer())
+    return types.CPointer(types.float32)(), codegen
+
+
 def _superblock(kind):
     """Intrinsic (w, wo, x, xo, sums, sumf) -> float32: one super-block at w[wo] dotted with the Q8_K
     block at x[xo], as one iteration of ggml_vec_dot_<kind>_q8_K_generic: updates the 8 float lane
-    sums in sums[0:8] (float32 array; Q2_K leaves it alone) and returns sumf with this block's scalar
+    sums in sums[0:8] (a float32 array or lane_sums() pointer; Q2_K leaves it alone) and returns sumf with this block's scalar
     term (Q2_K: dall * isum - dmin * summs; Q4_K/Q5_K: - dmin * sumi) applied."""
     def typer(typingctx, w, wo, x, xo, sums, sumf):
         if not _i8_arrays(w, x):
@@ -375,7 +384,10 @@ def _superblock(kind):
         def codegen(context, builder, sig, args):
             wp = _ptr(context, builder, sig.args[0], args[0], args[1])
             xp = _ptr(context, builder, sig.args[2], args[2], args[3])
-            sums_p = _ptr(context, builder, sig.args[4], args[4], ir.Constant(ir.IntType(64), 0))
+            if isinstance(sig.args[4], types.CPointer):
+                sums_p = args[4]
+            else:
+                sums_p = _ptr(context, builder, sig.args[4], args[4], ir.Constant(ir.IntType(64), 0))
             xq = builder.gep(xp, [ir.Constant(I32, 4)])
             yd = _load(builder, xp, F32)
             sumf = args[5]
