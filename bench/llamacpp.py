@@ -78,19 +78,23 @@ def tool(name: str) -> Path:
     return build() / name
 
 
-def trace_tool() -> Path:
-    """bench/llamacpp_trace.cpp (llama-simple's loop, dumping every tensor it computes) linked against
-    the build's static libraries; rebuilt when the source is newer than the binary."""
-    bin_dir = build()
-    src, exe = Path(__file__).with_name("llamacpp_trace.cpp"), CACHE / "trace" / "llama-trace"
+def link_program(src: Path, exe: Path) -> Path:
+    """A C++ program using libllama, compiled and linked against the build's static libraries;
+    rebuilt when the source is newer than the binary."""
+    lib = build().parent
     if exe.is_file() and exe.stat().st_mtime >= src.stat().st_mtime:
         return exe
     exe.parent.mkdir(parents=True, exist_ok=True)
-    inc, lib = source_dir(), bin_dir.parent
+    inc = source_dir()
     subprocess.run(["g++", "-O2", "-std=c++17", f"-I{inc}/include", f"-I{inc}/ggml/include", str(src),
                     str(lib / "src/libllama.a"), str(lib / "ggml/src/libggml.a"), str(lib / "ggml/src/libggml-cpu.a"),
                     str(lib / "ggml/src/libggml-base.a"), "-fopenmp", "-lpthread", "-ldl", "-o", str(exe)], check=True)
     return exe
+
+
+def trace_tool() -> Path:
+    """bench/llamacpp_trace.cpp: llama-simple's loop, dumping every tensor it computes."""
+    return link_program(Path(__file__).with_name("llamacpp_trace.cpp"), CACHE / "trace" / "llama-trace")
 
 
 def convert_script() -> Path:

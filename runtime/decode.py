@@ -21,6 +21,13 @@ def _matrix_table(weights) -> np.ndarray:
                     dtype=np.int64)
 
 
+def _activation_row(p) -> np.ndarray:
+    """Bytes for one activation row of the widest matrix input in any form the steps quantize to:
+    Q8_0/Q8_1 blocks, Q8_K super-blocks, or F16 values (GgmlStep's F16 weights)."""
+    widest = max(p.n_embd, p.n_ff, p.n_head * p.head_dim)
+    return np.empty(max(widest // 32 * 36, -(-widest // 256) * 292, 2 * widest), np.uint8)
+
+
 def _stack(layers, attr: str, size: int) -> np.ndarray:
     """[n_layer, size] of a per-layer vector, zeros where the layer has none."""
     out = np.zeros((len(layers), size), np.float32)
@@ -53,10 +60,8 @@ class DecodeStep:
                       float(p.rms_eps), float(p.attn_scale))
         self.gelu = spec.activation == "gelu_tanh"
         self.final_softcap = float(p.final_softcap or 0.0)
-        widest = max(p.n_embd, p.n_ff, p.n_head * hd)
-        xq = np.empty(max(widest // 32 * 36, -(-widest // 256) * 292), np.uint8)  # Q8_0/Q8_1/Q8_K row
         self.bufs = (ws.x[:1], ws.h[:1], ws.q[:1], ws.k[:1], ws.v[:1], ws.att[:1], ws.gate[:1], ws.up[:1],
-                     ws.scores, xq)
+                     ws.scores, _activation_row(p))
         self.logits = ws.logits
 
     def run(self, pos: int) -> np.ndarray:
@@ -88,9 +93,8 @@ class GgmlStep:
         self.dims = (p.n_head, p.n_head_kv, hd)
         self.flags = (p.spec.qkv_bias, p.spec.qk_norm, p.spec.rope_neox, float(p.rms_eps),
                       np.float32(p.attn_scale))
-        widest = max(p.n_embd, p.n_ff, p.n_head * hd)
-        xq = np.empty(max(widest // 32 * 36, -(-widest // 256) * 292, 2 * widest), np.uint8)  # +F16 row
-        self.bufs = (ws.x[:1], ws.h[:1], ws.q[:1], ws.k[:1], ws.v[:1], ws.att[:1], ws.gate[:1], ws.up[:1], xq)
+        self.bufs = (ws.x[:1], ws.h[:1], ws.q[:1], ws.k[:1], ws.v[:1], ws.att[:1], ws.gate[:1], ws.up[:1],
+                     _activation_row(p))
         self.scratch = (np.empty((half, 2), np.float32), np.empty(hd, np.uint16), np.empty(hd, np.uint16),
                         np.empty(64, np.float32), np.empty(hd, np.float32))
         self.logits = ws.logits

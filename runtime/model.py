@@ -90,7 +90,7 @@ class Transformer:
         self.activation = ACTIVATIONS[p.spec.activation]
         self.cache_tokens: list[int] = []  # what the KV cache holds (kept by the generation loop)
         self._rope_tables()
-        # the compiled one-token path (made on first use, but at once where it may refuse the model)
+        # the compiled one-token path: made on first use, or at once for match_llamacpp (it may refuse the model)
         self._step: DecodeStep | GgmlStep | None = GgmlStep(self) if match_llamacpp else None
 
     def _rope_tables(self) -> None:
@@ -131,15 +131,13 @@ class Transformer:
         its other k-quant matmuls change kernel at 8 rows (tiled), F16 ones at 2 (tinyBLAS), flash
         attention at 64 (tiled), and the last layer's feed-forward part only runs the rows whose
         logits are wanted."""
-        x, token = self.ws.x[:1], self.ws.token
         for start in range(0, len(ids), LLAMACPP_UBATCH):
             chunk = ids[start:start + LLAMACPP_UBATCH]
             n = len(chunk)
             grouped = n - n % 4
             batch = (FORM_BATCH if n >= 2 else 0) | (FORM_TILED if n >= 8 else 0) | (FORM_FA_TILED if n >= 64 else 0)
             for t, tok in enumerate(chunk):
-                token[0] = tok
-                embed(self.weights.token_embd, token, x)
+                self._embed_one(int(tok))
                 form = batch | (FORM_Q4K_GEMM if t < grouped else 0)
                 out = self._step.run(pos + start + t, form, form if all_logits else 0)
                 if all_logits:
@@ -151,14 +149,18 @@ class Transformer:
         unless exact); returns logits [1, n_vocab], a buffer the next call overwrites."""
         if not 0 <= pos < self.ctx_size:
             raise GGQError(f"position {pos} is outside the context of {self.ctx_size}")
+        self._embed_one(token)
+        if self._step is None:
+            self._step = DecodeStep(self, self.exact)
+        return self._step.run(pos)
+
+    def _embed_one(self, token: int) -> None:
+        """The token's embedding into ws.x[0], the input of the one-token steps."""
         x, ids = self.ws.x[:1], self.ws.token
         ids[0] = token
         embed(self.weights.token_embd, ids, x)
         if self.params.embed_scale != 1.0:
             x *= np.float32(self.params.embed_scale)
-        if self._step is None:
-            self._step = GgmlStep(self) if self.match_llamacpp else DecodeStep(self, self.exact)
-        return self._step.run(pos)
 
     def _batch(self, ids: np.ndarray, pos: int, logits: np.ndarray | None) -> None:
         p, w, ws = self.params, self.weights, self.ws

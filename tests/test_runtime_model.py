@@ -161,19 +161,24 @@ def write_model(path, arch: str, cfg: dict, w: dict, eps: float) -> None:
     write_gguf(path, meta, specs, iter(tensors.values()))
 
 
-@pytest.mark.parametrize("arch", list(CONFIGS))
-def test_forward_matches_numpy_oracle(arch, tmp_path):
+def run_against_oracle(arch: str, tmp_path, **options) -> tuple[np.ndarray, np.ndarray]:
+    """The arch's tiny model written as F32 GGUF and run by Transformer(**options) on 9 tokens (a
+    prefill of 6, then 3 decode steps): (ggq's logits, the float64 oracle's)."""
     cfg, eps = CONFIGS[arch], 1e-6
     w = random_weights(cfg, np.random.default_rng(len(arch)))
     path = tmp_path / f"{arch}.gguf"
     write_model(path, arch, cfg, w, eps)
     tokens = [3, 17, 42, 0, 8, 8, 49, 21, 5]
-    expected = oracle_logits(cfg, w, tokens, eps)
     with open_gguf(path) as gguf:
-        tf = Transformer(gguf, ctx_size=16, n_batch=4)  # prefill of 6 runs as batches of 4 + 2
+        tf = Transformer(gguf, ctx_size=16, **options)
         prefill = tf.forward(tokens[:6], 0, all_logits=True)
         steps = [tf.decode(t, 6 + j)[0].copy() for j, t in enumerate(tokens[6:])]
-    got = np.vstack([prefill] + steps)
+    return np.vstack([prefill] + steps), oracle_logits(cfg, w, tokens, eps)
+
+
+@pytest.mark.parametrize("arch", list(CONFIGS))
+def test_forward_matches_numpy_oracle(arch, tmp_path):
+    got, expected = run_against_oracle(arch, tmp_path, n_batch=4)  # prefill of 6 runs as batches of 4 + 2
     scale = np.abs(expected).max()
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * scale + 1e-5)
 
@@ -182,17 +187,7 @@ def test_forward_matches_numpy_oracle(arch, tmp_path):
 def test_match_llamacpp_mode_matches_numpy_oracle(arch, tmp_path):
     """The match_llamacpp step (ggml's ops, F16 KV cache, flash attention, prompt a token at a time) on
     the same tiny models: close to the float64 oracle, within the F16 rounding of q, k and v."""
-    cfg, eps = CONFIGS[arch], 1e-6
-    w = random_weights(cfg, np.random.default_rng(len(arch)))
-    path = tmp_path / f"{arch}.gguf"
-    write_model(path, arch, cfg, w, eps)
-    tokens = [3, 17, 42, 0, 8, 8, 49, 21, 5]
-    expected = oracle_logits(cfg, w, tokens, eps)
-    with open_gguf(path) as gguf:
-        tf = Transformer(gguf, ctx_size=16, match_llamacpp=True)
-        prefill = tf.forward(tokens[:6], 0, all_logits=True)
-        steps = [tf.decode(t, 6 + j)[0].copy() for j, t in enumerate(tokens[6:])]
-    got = np.vstack([prefill] + steps)
+    got, expected = run_against_oracle(arch, tmp_path, match_llamacpp=True)
     scale = np.abs(expected).max()
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-3 * scale)  # measured: 9e-4 (llama), 8e-4 (qwen2)
 
