@@ -31,21 +31,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ggq.quants.ksearch import get_scale_min_k4
 from ggq.runtime.kernels.ggml_ops import dot_f16, f16_bits, f16_value, fma32, reduce_add_16
 from ggq.runtime.kernels.vecir import f16_at, f32_at, i16_at
 
 F32 = np.float32
 Q8K_BYTES, Q4K_BYTES, Q6K_BYTES = 292, 144, 210
-
-
-@njit(inline="always", cache=True)
-def _scale_min_k4(w, at, j):
-    """Q4_K's 6-bit scale and min of sub-block j from the 12 bytes at w[at:]."""
-    if j < 4:
-        return np.int32(w[at + j] & 63), np.int32(w[at + j + 4] & 63)
-    sc = np.int32(w[at + j + 4] & 0xF) | (np.int32(w[at + j - 4] >> 6) << 4)
-    mn = np.int32(w[at + j + 4] >> 4) | (np.int32(w[at + j] >> 6) << 4)
-    return sc, mn
 
 
 @njit(cache=True)
@@ -57,7 +48,7 @@ def _row_q4_k(w, wo, xq, nb, gemm):
         d, dmin = f16_at(w, wb) * yd, f16_at(w, wb + 2) * yd
         isum, imin = 0, 0
         for s in range(8):
-            sc, mn = _scale_min_k4(w, wb + 4, s)
+            sc, mn = get_scale_min_k4(s, w[wb + 4:wb + 16])
             qbase, shift = wb + 16 + 32 * (s // 2), 4 * (s % 2)
             dot = 0
             for l in range(32):
@@ -181,7 +172,7 @@ def _row_f16_tinyblas(w, wo, xh, n, lanes):
     for i in range(0, n, 16):
         for e in range(16):
             lanes[e] += f16_value(w[wo + i + e]) * f16_value(xh[i + e])  # exact products: fma = add
-    return reduce_add_16(lanes)
+    return reduce_add_16(lanes, 0)
 
 
 @njit(parallel=True, cache=True)

@@ -141,13 +141,13 @@ def swiglu(gate, up):
 
 
 @njit(inline="always", cache=True)
-def reduce_add_16(lanes):
-    """GCC's _mm512_reduce_add_ps of lanes[0:16]: halves of 8, of 4, then (0+2) + (1+3)."""
-    for l in range(8):
-        lanes[l] = lanes[l + 8] + lanes[l]
-    for l in range(4):
-        lanes[l] = lanes[l + 4] + lanes[l]
-    return (lanes[0] + lanes[2]) + (lanes[1] + lanes[3])
+def reduce_add_16(v, at):
+    """GCC's _mm512_reduce_add_ps of v[at:at+16]: halves of 8 (hi + lo), of 4, then (0+2) + (1+3)."""
+    b0 = (v[at + 12] + v[at + 4]) + (v[at + 8] + v[at])
+    b1 = (v[at + 13] + v[at + 5]) + (v[at + 9] + v[at + 1])
+    b2 = (v[at + 14] + v[at + 6]) + (v[at + 10] + v[at + 2])
+    b3 = (v[at + 15] + v[at + 7]) + (v[at + 11] + v[at + 3])
+    return (b0 + b2) + (b1 + b3)
 
 
 @njit(cache=True)
@@ -162,7 +162,7 @@ def dot_f16(a, ao, b, bo, n, lanes):
             lanes[e] += f16_value(a[ao + i + e]) * f16_value(b[bo + i + e])
     for l in range(16):
         lanes[l] = (lanes[l] + lanes[32 + l]) + (lanes[16 + l] + lanes[48 + l])
-    total = np.float64(reduce_add_16(lanes))
+    total = np.float64(reduce_add_16(lanes, 0))
     for i in range(main, n):
         total += np.float64(f16_value(a[ao + i]) * f16_value(b[bo + i]))
     return F32(total)
@@ -242,7 +242,7 @@ def flash_attention_tiled(q, k_cache, v_cache, n_kv, window, scale, kq, acc, out
             for c in range(0, KV_TILE, 16):
                 for e in range(16):
                     kq[c + e] = v_expf(kq[c + e] - best)
-                tile_sum += np.float64(_sum16(kq, c))
+                tile_sum += np.float64(reduce_add_16(kq, c))
             total = F32(np.float64(total) + tile_sum)
             for tk in range(KV_TILE):
                 p = ic + tk
@@ -253,12 +253,3 @@ def flash_attention_tiled(q, k_cache, v_cache, n_kv, window, scale, kq, acc, out
         for d in range(dim):
             out[h, d] = acc[d] * inv
 
-
-@njit(inline="always", cache=True)
-def _sum16(v, at):
-    """_mm512_reduce_add_ps of v[at:at+16] (without touching v)."""
-    b0 = (v[at + 12] + v[at + 4]) + (v[at + 8] + v[at])
-    b1 = (v[at + 13] + v[at + 5]) + (v[at + 9] + v[at + 1])
-    b2 = (v[at + 14] + v[at + 6]) + (v[at + 10] + v[at + 2])
-    b3 = (v[at + 15] + v[at + 7]) + (v[at + 11] + v[at + 3])
-    return (b0 + b2) + (b1 + b3)
