@@ -54,7 +54,7 @@ static bool on_tensor(ggml_tensor * t, bool ask, void * user_data) {
         for (int64_t i2 = 0; i2 < t->ne[2]; i2++) {
             for (int64_t i1 = 0; i1 < t->ne[1]; i1++) {
                 for (int64_t i0 = 0; i0 < t->ne[0]; i0++) {
-                    row[i0] = value_at(t, raw.data() - 0, i0, i1, i2, i3);
+                    row[i0] = value_at(t, raw.data(), i0, i1, i2, i3);
                 }
                 fwrite(row.data(), sizeof(float), row.size(), f);
             }
