@@ -21,7 +21,9 @@ import numpy as np
 
 from ggq.errors import GGQError
 from ggq.gguf_read import GGUFFile
+from ggq.runtime.backend import Backend
 from ggq.runtime.blas import attention_split
+from ggq.runtime.cuda import check_device, cuda_backend
 from ggq.runtime.decode import DecodeStep, GgmlStep
 from ggq.runtime.kernels.ggml_step import FORM_BATCH, FORM_FA_TILED, FORM_Q4K_GEMM, FORM_TILED
 from ggq.runtime.kernels.nn import attention, gelu_tanh_mul, rmsnorm, rope, silu_mul, softcap
@@ -69,7 +71,8 @@ class Transformer:
     """A model opened for inference: hyperparameters, weight views, KV cache and work buffers."""
 
     def __init__(self, gguf: GGUFFile, ctx_size: int | None = None, n_batch: int = DEFAULT_BATCH,
-                 exact: bool = False, match_llamacpp: bool = False):
+                 exact: bool = False, match_llamacpp: bool = False, device: str = "cpu"):
+        check_device(device)
         self.gguf = gguf
         self.exact = exact  # decode with float32 activations too, instead of llama.cpp's 8-bit integer dots
         # every token (prompt ones too) through llama.cpp's own CPU arithmetic, F16 KV cache (decode.GgmlStep)
@@ -82,16 +85,29 @@ class Transformer:
         if self.ctx_size <= 0:
             raise GGQError(f"context size must be positive, got {self.ctx_size}")
         self.n_batch = n_batch
-        shape = (p.n_layer, p.n_head_kv, self.ctx_size, p.head_dim)
-        kv_type = np.uint16 if match_llamacpp else np.float32  # F16 bit patterns, as llama.cpp's cache
-        self.k_cache = kv_buffer(shape, kv_type)
-        self.v_cache = kv_buffer(shape, kv_type)
-        self.ws = Workspace(p, n_batch, self.ctx_size)
+        self._allocate(np.uint16 if match_llamacpp else np.float32)  # F16 bit patterns, as llama.cpp's cache
         self.activation = ACTIVATIONS[p.spec.activation]
         self.cache_tokens: list[int] = []  # what the KV cache holds (kept by the generation loop)
         self._rope_tables()
         # the compiled one-token path: made on first use, or at once for match_llamacpp (it may refuse the model)
         self._step: DecodeStep | GgmlStep | None = GgmlStep(self) if match_llamacpp else None
+        # another device computes the whole model (runtime/backend.py); None: this module's CPU path
+        self.backend: Backend | None = cuda_backend(self) if device == "cuda" else None
+
+    def _allocate(self, kv_type) -> None:
+        """The KV cache and the work buffers for ctx_size positions; a context too large for this
+        machine's memory is the user's input, so it is one GGQError, not an OSError from mmap."""
+        p = self.params
+        shape = (p.n_layer, p.n_head_kv, self.ctx_size, p.head_dim)
+        try:
+            self.k_cache = kv_buffer(shape, kv_type)
+            self.v_cache = kv_buffer(shape, kv_type)
+            self.ws = Workspace(p, self.n_batch, self.ctx_size)
+        except (OSError, MemoryError, ValueError, OverflowError) as e:
+            need = 2 * int(np.prod(shape, dtype=np.float64)) * np.dtype(kv_type).itemsize
+            reason = getattr(e, "strerror", None) or type(e).__name__
+            raise GGQError(f"a context of {self.ctx_size} positions needs {need / 2**30:.1f} GiB of KV cache; "
+                           f"cannot allocate it ({reason}): choose a smaller context size") from None
 
     def _rope_tables(self) -> None:
         """Per layer: inverse frequencies, position multiplier and attention window."""
@@ -115,6 +131,8 @@ class Transformer:
         if n == 0 or pos < 0 or pos + n > self.ctx_size:
             raise GGQError(f"{n} tokens at position {pos} do not fit the context of {self.ctx_size}")
         logits = np.empty((n, self.params.n_vocab), np.float32) if all_logits else self.ws.logits
+        if self.backend is not None:
+            return self.backend.forward(ids, pos, logits, all_logits)
         if self.match_llamacpp:
             return self._forward_as_llamacpp(ids, pos, logits, all_logits)
         for start in range(0, n, self.n_batch):
@@ -149,6 +167,8 @@ class Transformer:
         unless exact); returns logits [1, n_vocab], a buffer the next call overwrites."""
         if not 0 <= pos < self.ctx_size:
             raise GGQError(f"position {pos} is outside the context of {self.ctx_size}")
+        if self.backend is not None:
+            return self.backend.decode(token, pos)
         self._embed_one(token)
         if self._step is None:
             self._step = DecodeStep(self, self.exact)
@@ -229,12 +249,13 @@ class Transformer:
 
 
 def open_model(path, ctx_size: int | None = None, n_batch: int = DEFAULT_BATCH, exact: bool = False,
-               match_llamacpp: bool = False) -> Transformer:
+               match_llamacpp: bool = False, device: str = "cpu") -> Transformer:
     """Open a GGUF file and prepare it for inference (the file stays memory-mapped)."""
     from ggq.gguf_read import open_gguf
     gguf = open_gguf(path)
     try:
-        return Transformer(gguf, ctx_size=ctx_size, n_batch=n_batch, exact=exact, match_llamacpp=match_llamacpp)
+        return Transformer(gguf, ctx_size=ctx_size, n_batch=n_batch, exact=exact, match_llamacpp=match_llamacpp,
+                           device=device)
     except BaseException:
         gguf.close()
         raise

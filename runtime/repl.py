@@ -13,6 +13,7 @@ how to leave, like Ollama.
 from __future__ import annotations
 
 import math
+import signal
 import sys
 from typing import Callable, TextIO
 
@@ -116,26 +117,50 @@ def run_command(session: ChatSession, line: str, out: TextIO) -> bool:
     return True
 
 
+class _CtrlC:
+    """While an answer streams, Ctrl-C (SIGINT) only sets a flag that the loop reads between pieces.
+    A KeyboardInterrupt raised wherever the interpreter happens to be is unreliable: raised inside a
+    finalizer or a callback (Numba loads and links cached code between tokens) it is printed as
+    "Exception ignored" and lost, and the answer runs on. A flag cannot be lost. Main thread only."""
+
+    def __init__(self):
+        self.pressed = False
+        self._previous = None
+
+    def _handler(self, signum, frame) -> None:
+        self.pressed = True
+
+    def __enter__(self) -> _CtrlC:
+        self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+
 def answer(session: ChatSession, text: str, out: TextIO) -> None:
     """Stream the model's answer to `text`; Ctrl-C stops it, keeping what was said so far in the
     conversation. A GGQError (template, context full) is printed and the turn is dropped."""
     pieces: list[str] = []
     stream = None
-    try:
-        stream = session.model.chat_stream(session.conversation() + [{"role": "user", "content": text}],
-                                           **session.settings)
-        for piece in stream:
-            pieces.append(piece)
-            out.write(piece)
-            out.flush()
-    except KeyboardInterrupt:
-        out.write(" [stopped]")
-    except GGQError as e:
-        out.write(f"\nggq: {e}\n\n")
-        return
-    finally:
-        if stream is not None and hasattr(stream, "close"):
-            stream.close()  # a generator stopped at a yield: the KV cache already holds what it ran
+    with _CtrlC() as ctrl_c:
+        try:
+            stream = session.model.chat_stream(session.conversation() + [{"role": "user", "content": text}],
+                                               **session.settings)
+            for piece in stream:
+                pieces.append(piece)
+                out.write(piece)
+                out.flush()
+                if ctrl_c.pressed:
+                    break
+        except GGQError as e:
+            out.write(f"\nggq: {e}\n\n")
+            return
+        finally:
+            if stream is not None and hasattr(stream, "close"):
+                stream.close()  # a generator stopped at a yield: the KV cache already holds what it ran
+        if ctrl_c.pressed:
+            out.write(" [stopped]")
     session.messages += [{"role": "user", "content": text}, {"role": "assistant", "content": "".join(pieces)}]
     out.write("\n\n")
     out.flush()

@@ -81,6 +81,16 @@ class Terminal:
         pytest.fail(f"ggq still running after {timeout}s; terminal showed:\n"
                     f"{self.output.decode('utf-8', 'replace')}")
 
+    def wait_reading(self, timeout: float = 30) -> None:
+        """Until the child's main thread sleeps in select/poll, waiting for a key: the kernel's record
+        of the blocked system call (/proc), not a guess at how long the child needs to get there."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if _blocked_in_select(self.pid):
+                return
+            self._read(0.02)
+        pytest.fail(f"ggq never waited for input within {timeout}s")
+
     def close(self) -> None:
         if self.status is None:
             try:
@@ -89,6 +99,22 @@ class Terminal:
             except (ProcessLookupError, ChildProcessError):
                 pass
         os.close(self.fd)
+
+
+# select/pselect6/poll/ppoll system call numbers (x86_64; aarch64 has only pselect6 and ppoll)
+_WAIT_SYSCALLS = {"x86_64": {7, 23, 270, 271}, "aarch64": {72, 73}}
+
+
+def _blocked_in_select(pid: int) -> bool:
+    """Whether thread `pid` sleeps in a select-family system call (/proc/PID/syscall: number first)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/syscall") as f:
+            number = f.read().split()[0]
+        with open(f"/proc/{pid}/task/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state == "S" and number.isdigit() and int(number) in _WAIT_SYSCALLS.get(os.uname().machine, ())
 
 
 def _env() -> dict[str, str]:
@@ -170,8 +196,8 @@ def test_interactive_chat_through_a_terminal(terminal):
     _command(t, "/clear", rb"Cleared the conversation\.")
     # A person presses Ctrl-C some time after the prompt appears. Sent within microseconds of it, the
     # signal can land before CPython's readline enters select() and is then only noticed at the next
-    # keystroke (a CPython race, seen here on a loaded machine), so give the prompt a moment first.
-    time.sleep(0.5)
+    # keystroke (a CPython race, seen here on a loaded machine), so wait until ggq waits for input.
+    t.wait_reading()
     t.send(b"\x03")                # Ctrl-C at the prompt: a reminder, not an exit
     t.expect(rb"Use /bye or Ctrl-D to leave\.", 10)
     t.send_line("/bye")
@@ -226,3 +252,15 @@ def test_model_without_chat_template_is_one_clear_line(q4_1_gguf, tmp_path):
     done = subprocess.run(argv, capture_output=True, text=True, env=_env(), timeout=60, input=QUESTION + "\n")
     assert done.returncode == 0, done.stderr
     assert "Paris" in done.stdout
+
+
+def test_context_too_large_for_memory_is_one_clear_line(q4_1_gguf):
+    """-c 100000000 asks for terabytes of KV cache: the mmap fails, and that is the user's input, so one
+    `ggq:` line naming the context size, exit 1, no traceback (oracle: the CLI's documented error form)."""
+    argv = [sys.executable, "-P", "-m", "ggq", "run", str(q4_1_gguf), "-p", "Hi", "-n", "1", "-c", "100000000",
+            "--threads", "1"]
+    done = subprocess.run(argv, capture_output=True, text=True, env=_env(), timeout=60)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.startswith("ggq: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "100000000" in done.stderr and "Traceback" not in done.stderr
