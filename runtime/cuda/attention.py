@@ -1,0 +1,119 @@
+"""The attention kernels: q/k/v finishing (bias, per-head norm, rope, scale, cache write), attention over
+the GPU-resident KV cache, and greedy sampling. One block per (token, head); positions are read from
+state[1] in device memory (see kernels.py).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda, float32, float64
+
+from ggq.runtime.cuda.kernels import WARP, _block_max, _block_sum
+
+MAX_HEAD_DIM = 256
+
+
+@cuda.jit
+def qkv_finish(qkv, bias, q_norm, k_norm, inv_freq, pos_scale, state, k_cache, v_cache, dims, flags, eps,
+               attn_scale):
+    """For token t = blockIdx.x and head blockIdx.y of q, k or v (in that order along qkv[t]):
+    + bias; q and k: RMSNorm per head (qk_norm), rope by position state[1] + t, q times attn_scale;
+    k and v are then written to the cache at that position. dims = (n_head, n_kv, head_dim, rope pairs),
+    flags = (qkv_bias, qk_norm, neox)."""
+    vec = cuda.shared.array(MAX_HEAD_DIM, float32)
+    red = cuda.shared.array(WARP, float64)
+    t, head, tid = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x
+    n_head, n_kv, hd, half = dims[0], dims[1], dims[2], dims[3]
+    col0 = head * hd
+    for d in range(tid, hd, cuda.blockDim.x):
+        vec[d] = qkv[t, col0 + d] + (bias[col0 + d] if flags[0] else float32(0.0))
+    cuda.syncthreads()
+    is_v = head >= n_head + n_kv
+    pos = state[1] + t
+    if not is_v:
+        if flags[1]:
+            ss = float64(0.0)
+            for d in range(tid, hd, cuda.blockDim.x):
+                ss += float64(vec[d]) * float64(vec[d])
+            inv = float32(1.0 / math.sqrt(_block_sum(ss, red) / hd + eps))
+            norm = q_norm if head < n_head else k_norm
+            for d in range(tid, hd, cuda.blockDim.x):
+                vec[d] = vec[d] * inv * norm[d]
+            cuda.syncthreads()
+        p = float64(pos) * pos_scale
+        for i in range(tid, half, cuda.blockDim.x):
+            angle = p * inv_freq[i]
+            c, s = float32(math.cos(angle)), float32(math.sin(angle))
+            ia, ib = (i, i + half) if flags[2] else (2 * i, 2 * i + 1)
+            a, b = vec[ia], vec[ib]
+            vec[ia] = a * c - b * s
+            vec[ib] = a * s + b * c
+        cuda.syncthreads()
+    for d in range(tid, hd, cuda.blockDim.x):
+        if head < n_head:
+            qkv[t, col0 + d] = vec[d] * attn_scale
+        elif not is_v:
+            k_cache[head - n_head, pos, d] = vec[d]
+        else:
+            v_cache[head - n_head - n_kv, pos, d] = vec[d]
+
+
+@cuda.jit
+def attend(qkv, k_cache, v_cache, state, window, scores, out):
+    """out[t, head] = softmax(q . K[:p+1]) V for the query of token t at position p = state[1] + t
+    (q already scaled), over the last `window` positions if window > 0; scores: [T, n_head, ctx] scratch."""
+    q = cuda.shared.array(MAX_HEAD_DIM, float32)
+    red = cuda.shared.array(WARP, float64)
+    redf = cuda.shared.array(WARP, float32)
+    t, head, tid, nt = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x, cuda.blockDim.x
+    hd = k_cache.shape[2]
+    kv = head // (out.shape[1] // hd // k_cache.shape[0])
+    p = state[1] + t
+    lo = max(0, p - window + 1) if window > 0 else 0
+    for d in range(tid, hd, nt):
+        q[d] = qkv[t, head * hd + d]
+    cuda.syncthreads()
+    best = float32(-np.inf)
+    for j in range(lo + tid, p + 1, nt):
+        s = float32(0.0)
+        for d in range(hd):
+            s += q[d] * k_cache[kv, j, d]
+        scores[t, head, j] = s
+        best = max(best, s)
+    best = _block_max(best, redf)
+    total = float64(0.0)
+    for j in range(lo + tid, p + 1, nt):
+        e = math.exp(scores[t, head, j] - best)
+        scores[t, head, j] = e
+        total += e
+    inv_total = float32(1.0 / _block_sum(total, red))     # the block sum also orders the score writes
+    for d in range(tid, hd, nt):
+        acc = float32(0.0)
+        for j in range(lo, p + 1):
+            acc += scores[t, head, j] * v_cache[kv, j, d]
+        out[t, head * hd + d] = acc * inv_total
+
+
+@cuda.jit
+def argmax_token(logits, state):
+    """state[0] = argmax of logits[0] (the first index among equal maxima, as numpy's argmax); one block."""
+    best_v = cuda.shared.array(1024, float32)
+    best_i = cuda.shared.array(1024, np.int64)
+    tid, nt, n = cuda.threadIdx.x, cuda.blockDim.x, logits.shape[1]
+    v, idx = float32(-np.inf), n
+    for i in range(tid, n, nt):
+        if logits[0, i] > v:
+            v, idx = logits[0, i], i
+    best_v[tid], best_i[tid] = v, idx
+    cuda.syncthreads()
+    step = nt // 2
+    while step > 0:
+        if tid < step:
+            ov, oi = best_v[tid + step], best_i[tid + step]
+            if ov > best_v[tid] or (ov == best_v[tid] and oi < best_i[tid]):
+                best_v[tid], best_i[tid] = ov, oi
+        cuda.syncthreads()
+        step //= 2
+    if tid == 0:
+        state[0] = best_i[0]

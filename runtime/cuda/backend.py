@@ -1,0 +1,187 @@
+"""The CUDA backend of a Transformer: the same model math as kernels/step.py's decode step (the same
+spec flags of params.ARCHS), on the GPU.
+
+    backend = CudaBackend(transformer)
+    logits = backend.forward(ids, pos, logits, all_logits)   # a prompt: batched matmul kernels
+    logits = backend.decode(token, pos)                      # one token: the captured decode graph
+    token = backend.next_token(token, pos)                   # the same, greedy, only the id comes back
+
+The decode step is one list of launches, made once and captured as a CUDA graph (launch.Replay); the
+token id and its position travel in `state` (2 int64 on the device). Activations are float32 throughout
+(the CPU runtime's exact=True arithmetic), weights are dequantized inside the dot products.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import cuda
+
+from ggq.runtime.cuda import attention as at
+from ggq.runtime.cuda import kernels as kn
+from ggq.runtime.cuda.launch import Launch, Replay, run_all
+from ggq.runtime.cuda.upload import DeviceWeights
+
+BATCH = 512                      # prompt tokens per pass
+
+
+class Buffers:
+    """Device work buffers for up to BATCH tokens, the KV cache and the decode state, made once."""
+
+    def __init__(self, p, ctx: int):
+        f32, hd = np.float32, p.head_dim
+        self.n_q, self.n_kv = p.n_head * hd, p.n_head_kv * hd
+        self.x = cuda.device_array((BATCH, p.n_embd), f32)
+        self.h = cuda.device_array((BATCH, p.n_embd), f32)
+        self.qkv = cuda.device_array((BATCH, self.n_q + 2 * self.n_kv), f32)
+        self.att = cuda.device_array((BATCH, self.n_q), f32)
+        self.gu = cuda.device_array((BATCH, 2 * p.n_ff), f32)
+        self.logits = cuda.device_array((BATCH, p.n_vocab), f32)
+        self.scores = cuda.device_array((BATCH, p.n_head, ctx), f32)
+        self.ids = cuda.device_array(BATCH, np.int64)
+        self.state = cuda.to_device(np.zeros(2, np.int64))
+        cache = (p.n_layer, p.n_head_kv, ctx, hd)
+        self.k_cache = cuda.to_device(np.zeros(cache, f32))
+        self.v_cache = cuda.to_device(np.zeros(cache, f32))
+        self.dims = cuda.to_device(np.array([p.n_head, p.n_head_kv, hd, p.rope_dims // 2], np.int64))
+        self.flags = cuda.to_device(np.array([p.spec.qkv_bias, p.spec.qk_norm, p.spec.rope_neox], np.int64))
+
+
+class CudaBackend:
+    def __init__(self, tf):
+        self.params = p = tf.params
+        self.w = DeviceWeights(tf)
+        self.b = Buffers(p, tf.ctx_size)
+        self.eps, self.attn_scale = float(p.rms_eps), float(p.attn_scale)
+        self.gelu = p.spec.activation == "gelu_tanh"
+        self.softcap = float(p.final_softcap or 0.0)
+        self.host_state = cuda.pinned_array(2, np.int64)
+        self.host_logits = cuda.pinned_array((1, p.n_vocab), np.float32)
+        self.replay = Replay(self._decode_launches())
+        self._captured = False
+
+    # ---- shared by both paths ------------------------------------------------------------------------
+    def _attention_launches(self, i: int, n: int) -> list[Launch]:
+        """q/k/v finishing and attention of layer i for n tokens (rows 0..n-1 of the buffers)."""
+        p, b, v = self.params, self.b, self.w.vec
+        block = max(32, min(128, -(-p.head_dim // 32) * 32))
+        finish = Launch(at.qkv_finish, (n, p.n_head + 2 * p.n_head_kv), block, 0,
+                        (b.qkv, v["bias"][i], v["q_norm"][i], v["k_norm"][i], v["inv_freq"][i],
+                         self.w.pos_scale[i], b.state, b.k_cache[i], b.v_cache[i], b.dims, b.flags, self.eps,
+                         self.attn_scale))
+        attend = Launch(at.attend, (n, p.n_head), kn.THREADS, 0,
+                        (b.qkv, b.k_cache[i], b.v_cache[i], b.state, self.w.window[i], b.scores, b.att))
+        return [finish, attend]
+
+    def _post_norm(self, name: str, i: int, n: int) -> list[Launch]:
+        """gemma3: x += rmsnorm(h) * w after attention and FFN (others add straight into x)."""
+        if not self.params.spec.post_norms:
+            return []
+        return [Launch(kn.add_rmsnorm, (n,), 256, 0, (self.b.x, self.b.h, self.w.vec[name][i], self.eps))]
+
+    # ---- decode: one token, a fixed list of launches -------------------------------------------------
+    def _matvec(self, mats, x, up, norm_w, prep, out, accumulate, softcap=0.0) -> Launch:
+        grid = -(-mats.rows // kn.MATVEC_WARPS)
+        shared = kn.padded(x.shape[1]) * 4
+        return Launch(kn.matvec, (grid,), kn.MATVEC_WARPS * kn.WARP, shared,
+                      (mats.matvec, *self.w.views.args(), x, up, norm_w, self.eps, prep, out, accumulate,
+                       softcap))
+
+    def _decode_launches(self) -> list[Launch]:
+        p, b, w, v = self.params, self.b, self.w, self.w.vec
+        one = slice(0, 1)
+        x, h, qkv, att, gu = b.x[one], b.h[one], b.qkv[one], b.att[one], b.gu[one]
+        gate, up = gu[:, :p.n_ff], gu[:, p.n_ff:]
+        post = p.spec.post_norms
+        act = kn.PREP_GELU if self.gelu else kn.PREP_SILU
+        plan = [Launch(kn.embed, (1,), kn.THREADS, 0, (b.state[0:1], w.embed, *w.views.args(),
+                                                       np.float32(p.embed_scale), x))]
+        for i in range(p.n_layer):
+            plan.append(self._matvec(w.qkv[i], x, x, v["attn_norm"][i], kn.PREP_NORM, qkv, False))
+            plan += self._attention_launches(i, 1)
+            plan.append(self._matvec(w.wo[i], att, att, v["attn_norm"][i], kn.PREP_COPY, h if post else x, not post))
+            plan += self._post_norm("attn_post", i, 1)
+            plan.append(self._matvec(w.gate_up[i], x, x, v["ffn_norm"][i], kn.PREP_NORM, gu, False))
+            plan.append(self._matvec(w.down[i], gate, up, v["ffn_norm"][i], act, h if post else x, not post))
+            plan += self._post_norm("ffn_post", i, 1)
+        plan.append(self._matvec(w.output, x, x, v["output_norm"][0], kn.PREP_NORM, b.logits[one], False,
+                                 self.softcap))
+        plan.append(Launch(at.argmax_token, (1,), 1024, 0, (b.logits[one], b.state)))
+        return plan
+
+    @property
+    def launches_per_token(self) -> int:
+        return len(self.replay.launches)
+
+    def _step(self, token: int, pos: int) -> None:
+        self.host_state[0], self.host_state[1] = token, pos
+        stream = self.replay.stream
+        self.b.state.copy_to_device(self.host_state, stream=stream)
+        if not self._captured:                       # first token: compile and load, then capture
+            run_all(self.replay.launches, stream)
+            stream.synchronize()
+            self.replay.capture()
+            self._captured = True
+        self.replay.run()
+
+    def decode(self, token: int, pos: int) -> np.ndarray:
+        """Logits [1, n_vocab] of `token` at `pos` (a host buffer the next call overwrites)."""
+        self._step(token, pos)
+        self.b.logits[0:1].copy_to_host(self.host_logits, stream=self.replay.stream)
+        self.replay.stream.synchronize()
+        return self.host_logits
+
+    def next_token(self, token: int, pos: int) -> int:
+        """The greedy next token after `token` at `pos`: the argmax computed on the device."""
+        self._step(token, pos)
+        self.b.state.copy_to_host(self.host_state, stream=self.replay.stream)
+        self.replay.stream.synchronize()
+        return int(self.host_state[0])
+
+    # ---- prompts: batched kernels, launched from Python per pass -------------------------------------
+    def _matmul(self, mats, x, n: int, out, accumulate: bool, softcap: float = 0.0) -> Launch:
+        grid = (-(-n // kn.TILE_TOKENS), mats.tiles)
+        return Launch(kn.matmul, grid, 256, 0, (mats.matmul, *self.w.views.args(), x, n, out, accumulate, softcap))
+
+    def _prompt_launches(self, n: int) -> list[Launch]:
+        p, b, w, v = self.params, self.b, self.w, self.w.vec
+        post = p.spec.post_norms
+        plan = [Launch(kn.embed, (n,), kn.THREADS, 0, (b.ids, w.embed, *w.views.args(), np.float32(p.embed_scale),
+                                                       b.x))]
+        for i in range(p.n_layer):
+            plan.append(Launch(kn.rmsnorm_rows, (n,), 256, 0, (b.x, v["attn_norm"][i], self.eps, b.h)))
+            plan.append(self._matmul(w.qkv[i], b.h, n, b.qkv, False))
+            plan += self._attention_launches(i, n)
+            plan.append(self._matmul(w.wo[i], b.att, n, b.h if post else b.x, not post))
+            plan += self._post_norm("attn_post", i, n)
+            plan.append(Launch(kn.rmsnorm_rows, (n,), 256, 0, (b.x, v["ffn_norm"][i], self.eps, b.h)))
+            plan.append(self._matmul(w.gate_up[i], b.h, n, b.gu, False))
+            plan.append(Launch(kn.gate_act, (-(-p.n_ff // 256), n), 256, 0, (b.gu, p.n_ff, self.gelu)))
+            plan.append(self._matmul(w.down[i], b.gu[:, :p.n_ff], n, b.h if post else b.x, not post))
+            plan += self._post_norm("ffn_post", i, n)
+        return plan
+
+    def _logit_launches(self, n: int, all_logits: bool) -> list[Launch]:
+        b, w, v = self.b, self.w, self.w.vec
+        if not all_logits:                            # the last token's row only, as one matvec
+            last = b.x[n - 1:n]
+            return [self._matvec(w.output, last, last, v["output_norm"][0], kn.PREP_NORM, b.logits[0:1], False,
+                                 self.softcap)]
+        return [Launch(kn.rmsnorm_rows, (n,), 256, 0, (b.x, v["output_norm"][0], self.eps, b.h)),
+                self._matmul(w.output, b.h, n, b.logits, False, self.softcap)]
+
+    def forward(self, ids: np.ndarray, pos: int, logits: np.ndarray, all_logits: bool) -> np.ndarray:
+        """The prompt `ids` at positions pos.. (BATCH tokens a pass) into logits (host [n or 1, n_vocab])."""
+        stream = self.replay.stream
+        for start in range(0, len(ids), BATCH):
+            chunk = np.ascontiguousarray(ids[start:start + BATCH], np.int64)
+            n, last = len(chunk), start + BATCH >= len(ids)
+            self.b.ids[:n].copy_to_device(chunk, stream=stream)
+            self.host_state[1] = pos + start
+            self.b.state.copy_to_device(self.host_state, stream=stream)
+            run_all(self._prompt_launches(n), stream)
+            if all_logits or last:
+                run_all(self._logit_launches(n, all_logits), stream)
+                rows = n if all_logits else 1
+                target = logits[start:start + n] if all_logits else logits
+                self.b.logits[:rows].copy_to_host(target, stream=stream)
+            stream.synchronize()
+        return logits
