@@ -232,12 +232,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ggq import signals
     args = build_parser().parse_args(argv)
+    signals.install()  # SIGTERM and SIGHUP unwind like Ctrl-C: partial output files are removed
     try:
         return int(args.func(args) or 0)
     except GGQError as e:
         print(f"ggq: {e}", file=sys.stderr)
         return 1
+    except signals.Interrupted as e:
+        print(f"ggq: interrupted ({e})", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("ggq: interrupted", file=sys.stderr)
         return 130
