@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ggq import quality_cli
 from ggq.errors import GGQError
 
 
@@ -218,6 +219,8 @@ _COMMANDS: list[tuple[str, str, object, object]] = [
     ("run", "chat with a model, or answer one prompt (-p)", _run_args, _run),
     ("perplexity", "perplexity of a text, as llama-perplexity computes it", _perplexity_args, _perplexity),
     ("bench", "prompt and generation speed, as llama-bench measures it", _bench_args, _bench),
+    ("kld", "KL divergence of models from a base model, as llama-perplexity --kl-divergence",
+     quality_cli.kld_args, quality_cli.kld),
 ]
 
 
