@@ -88,6 +88,8 @@ class Transformer:
         self._allocate(np.uint16 if match_llamacpp else np.float32)  # F16 bit patterns, as llama.cpp's cache
         self.activation = ACTIVATIONS[p.spec.activation]
         self.cache_tokens: list[int] = []  # what the KV cache holds (kept by the generation loop)
+        # prompt path only: called with (matrices, input) before matmuls of that input (imatrix collection)
+        self.input_observer = None
         self._rope_tables()
         # the compiled one-token path: made on first use, or at once for match_llamacpp (it may refuse the model)
         self._step: DecodeStep | GgmlStep | None = GgmlStep(self) if match_llamacpp else None
@@ -169,10 +171,19 @@ class Transformer:
             raise GGQError(f"position {pos} is outside the context of {self.ctx_size}")
         if self.backend is not None:
             return self.backend.decode(token, pos)
-        self._embed_one(token)
         if self._step is None:
-            self._step = DecodeStep(self, self.exact)
+            self._step = self._decode_step()
+        self._embed_one(token)
         return self._step.run(pos)
+
+    def _decode_step(self) -> DecodeStep:
+        """The compiled one-token step, its kernel shapes tuned for this machine (runtime/tune.py: cached
+        per CPU; the first model on a new machine measures them, which runs steps at a spare position)."""
+        import numba
+        from ggq.runtime.tune import tune
+        step = DecodeStep(self, self.exact)
+        tune(step, numba.get_num_threads())
+        return step
 
     def _embed_one(self, token: int) -> None:
         """The token's embedding into ws.x[0], the input of the one-token steps."""
@@ -207,6 +218,8 @@ class Transformer:
         n, hd = x.shape[0], p.head_dim
         q, k, v, att = ws.q[:n], ws.k[:n], ws.v[:n], ws.att[:n]
         rmsnorm(x, layer.attn_norm, p.rms_eps, h)
+        if self.input_observer is not None:
+            self.input_observer((layer.wq, layer.wk, layer.wv), h)
         linear(layer.wq, h, q, tile)
         linear(layer.wk, h, k, tile)
         linear(layer.wv, h, v, tile)
@@ -229,6 +242,8 @@ class Transformer:
         else:
             attention_split(q.reshape(n, p.n_head, hd), self.k_cache[i], self.v_cache[i], pos, self.window[i],
                             att.reshape(n, p.n_head, hd))
+        if self.input_observer is not None:
+            self.input_observer((layer.wo,), att)
         linear(layer.wo, att, h, tile)
         if layer.attn_post_norm is not None:
             rmsnorm(h, layer.attn_post_norm, p.rms_eps, h)
@@ -239,9 +254,13 @@ class Transformer:
         n = x.shape[0]
         gate, up = ws.gate[:n], ws.up[:n]
         rmsnorm(x, layer.ffn_norm, p.rms_eps, h)
+        if self.input_observer is not None:
+            self.input_observer((layer.ffn_gate, layer.ffn_up), h)
         linear(layer.ffn_gate, h, gate, tile)
         linear(layer.ffn_up, h, up, tile)
         self.activation(gate, up)
+        if self.input_observer is not None:
+            self.input_observer((layer.ffn_down,), gate)
         linear(layer.ffn_down, gate, h, tile)
         if layer.ffn_post_norm is not None:
             rmsnorm(h, layer.ffn_post_norm, p.rms_eps, h)
