@@ -3,7 +3,8 @@
     step = DecodeStep(transformer, exact=False)
     logits = step.run(pos)      # the token's embedding in transformer.ws.x[0] -> [1, n_vocab], cache updated
 
-Matrices become rows of one int64 table (byte offset in the memory-mapped file, rows, bytes per row, kind);
+Matrices become rows of one int64 table (byte offset in the memory-mapped file, rows, bytes per row, kind,
+kernel shape: tune.py sets that column for this machine);
 per-layer vectors become [n_layer, size] float32 arrays (zeros for pieces the architecture lacks, with a
 flag saying so); the work buffers are the transformer's own.
 """
@@ -13,12 +14,16 @@ import numpy as np
 
 from ggq.errors import GGQError
 from ggq.runtime.kernels.step import KINDS, ROLES, decode_step
+from ggq.runtime.tune import untuned_shapes
 
 
 def _matrix_table(weights) -> np.ndarray:
+    """One row per matrix: byte offset, rows, bytes per row, kind, kernel shape (untuned; tune.py)."""
     mats = [getattr(layer, role) for layer in weights.layers for role in ROLES] + [weights.output]
-    return np.array([(m.offset, m.rows, m.data.nbytes // m.rows, KINDS.index(m.type_name)) for m in mats],
-                    dtype=np.int64)
+    table = np.array([(m.offset, m.rows, m.data.nbytes // m.rows, KINDS.index(m.type_name), 0) for m in mats],
+                     dtype=np.int64)
+    table[:, 4] = untuned_shapes(table)
+    return table
 
 
 def _activation_row(p) -> np.ndarray:
@@ -63,6 +68,7 @@ class DecodeStep:
         self.bufs = (ws.x[:1], ws.h[:1], ws.q[:1], ws.k[:1], ws.v[:1], ws.att[:1], ws.gate[:1], ws.up[:1],
                      ws.scores, _activation_row(p))
         self.logits = ws.logits
+        self.spare_position = tf.ctx_size - 1  # tuning runs steps here: written before any read
 
     def run(self, pos: int) -> np.ndarray:
         """The token embedded in bufs[0] through the model at position pos; returns logits [1, n_vocab]."""
@@ -108,7 +114,7 @@ class GgmlStep:
 
 
 def _repacked_column(mats: np.ndarray, w) -> np.ndarray:
-    """The table plus a column: 1 where llama.cpp's CPU backend repacks the matrix at load on an AVX2
+    """The table plus a column (5): 1 where llama.cpp's CPU backend repacks the matrix at load on an AVX2
     host (Q4_0 and Q4_K with rows a multiple of 8; never the token embedding, which it also reads
     by row, so a tied output matrix stays as stored)."""
     kinds = [KINDS.index("Q4_0"), KINDS.index("Q4_K")]

@@ -13,7 +13,7 @@ from gguf.quants import quantize as gguf_quantize
 from ggq.quants import quantize
 from ggq.runtime.kernels.actquant import quantize_activations
 from ggq.runtime.kernels.dot_table import DOT_TYPES, dot_kernels
-from ggq.runtime.kernels.vecir import ROWS_PER_STEP
+from ggq.runtime.kernels.shapes import KQUANT_CHUNKS, LEGACY_ROW_STEPS
 
 RNG = np.random.default_rng(1234)
 LEGACY = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]
@@ -170,13 +170,16 @@ def _fma32(a, b, c):
     return (np.float64(a) * np.float64(b) + np.float64(c)).astype(np.float32)
 
 
+@pytest.mark.parametrize("step", LEGACY_ROW_STEPS + (7,))
 @pytest.mark.parametrize("wtype", LEGACY)
-def test_legacy_matvec_follows_ggml_x86_float_order(wtype):
+def test_legacy_matvec_follows_ggml_x86_float_order(wtype, step):
     """Bit-exact against a numpy transcription of ggml-cpu/arch/x86/quants.c ggml_vec_dot_<t>_q8_<k>
     (AVX2 path): lane l of a block = integer sum over bytes 4l..4l+3; acc = fma(d_w * d_x, lane, acc);
-    hsum_float_8(acc) = ((a4+a0) + (a6+a2)) + ((a5+a1) + (a7+a3)); plus summs = fma(m, s, summs)."""
+    hsum_float_8(acc) = ((a4+a0) + (a6+a2)) + ((a5+a1) + (a7+a3)); plus summs = fma(m, s, summs).
+    For every kernel shape the tuner may pick (rows per step; 7 is not compiled: one row at a time),
+    so that tuning changes speed only."""
     fmt, matvec, _ = dot_kernels(wtype)
-    w = _weights(wtype, 2 * ROWS_PER_STEP + 5, 576)  # two multi-row steps, then single rows
+    w = _weights(wtype, 2 * max(LEGACY_ROW_STEPS) + 5, 576)  # multi-row steps, then single rows
     xq = quantize_activations(_activations(576), fmt)
     q, d, m = _legacy_ints(w, wtype)
     xb = xq.reshape(-1, 36 if fmt == "Q8_1" else 34)
@@ -194,8 +197,8 @@ def test_legacy_matvec_follows_ggml_x86_float_order(wtype):
     expected = (r[:, 0] + r[:, 2]) + (r[:, 1] + r[:, 3])
     if m is not None:
         expected = expected + summs
-    out = np.empty(w.shape[0], np.float32)
-    matvec(w, xq, out)
+    out = np.full(w.shape[0], np.nan, np.float32)
+    matvec(w, xq, out, step)
     assert np.array_equal(out, expected)
 
 
@@ -248,10 +251,12 @@ def _q6_k_ints(w):
     return a, np.repeat(scales, 16, axis=-1), d
 
 
+@pytest.mark.parametrize("chunk", KQUANT_CHUNKS)
 @pytest.mark.parametrize("wtype", ["Q4_K", "Q6_K"])
-def test_kquant_matvec_follows_ggml_generic_float_order(wtype):
+def test_kquant_matvec_follows_ggml_generic_float_order(wtype, chunk):
     """Bit-exact against a float32 numpy transcription of ggml_vec_dot_<t>_q8_K_generic (8 float lane
-    sums, lane = value index mod 8). The integer unpacking here is checked against gguf's dequantize."""
+    sums, lane = value index mod 8). The integer unpacking here is checked against gguf's dequantize.
+    For every kernel shape the tuner may pick (rows per work item): tuning changes speed only."""
     _, matvec, _ = dot_kernels(wtype)
     w = _weights(wtype, 19, 768)
     xq = quantize_activations(_activations(768), "Q8_K").reshape(-1, 292)
@@ -275,6 +280,6 @@ def test_kquant_matvec_follows_ggml_generic_float_order(wtype):
             sumf -= (dmin[:, i] * yd[i]) * sumi
     for lane in range(8):
         sumf += sums[:, lane]
-    out = np.empty(w.shape[0], np.float32)
-    matvec(w, xq.reshape(-1), out)
+    out = np.full(w.shape[0], np.nan, np.float32)
+    matvec(w, xq.reshape(-1), out, chunk)
     assert np.array_equal(out, sumf)

@@ -7,8 +7,9 @@ Each super-block is one vecir intrinsic: the integer part (ggml's aux32[8] lanes
 vector IR, and the float part following ggml-cpu/quants.c's ggml_vec_dot_<t>_q8_K_generic literally: 8 float lane sums
 `sums[l] += d * aux32[l]`, the mins term subtracted per block, lanes added to sumf at the end. So each
 output equals that scalar C code compiled without FP contraction, and matmat equals matvec bit for bit.
-Rows are processed in chunks; the 8 float lane sums live on each chunk's stack (vecir.lane_sums), so
-the kernels allocate nothing.
+Rows are processed in chunks (matvec's `chunk`: rows per parallel work item, chosen per matrix by the
+tuner, shapes.py; any value gives the same bits); the 8 float lane sums live on each chunk's stack
+(vecir.lane_sums), so the kernels allocate nothing.
 Numba's cache does not see edits to vecir: after changing it, touch this file (or clear the cache).
 """
 from __future__ import annotations
@@ -16,10 +17,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ggq.runtime.kernels.shapes import UNTUNED
 from ggq.runtime.kernels.vecir import block_q2_k, block_q3_k, block_q4_k, block_q5_k, block_q6_k, lane_sums
 
 F32 = np.float32
-CHUNK = 16  # rows per parallel work item
+CHUNK = UNTUNED["kquant"]  # rows per parallel work item, unless the tuner chose another (shapes.py)
 
 
 @njit(inline="always", cache=True)
@@ -82,10 +84,11 @@ def _row_q6_k(wr, xr, sums):
 # One matvec/matmat pair per type; written out because cached Numba closures over a row function
 # would share one cache entry.
 @njit(parallel=True, cache=True)
-def matvec_q2_k(w, xq, out):
-    for c in prange((w.shape[0] + CHUNK - 1) // CHUNK):
+def matvec_q2_k(w, xq, out, chunk=CHUNK):
+    chunk = max(chunk, 1)
+    for c in prange((w.shape[0] + chunk - 1) // chunk):
         sums = lane_sums()
-        for r in range(c * CHUNK, min(w.shape[0], (c + 1) * CHUNK)):
+        for r in range(c * chunk, min(w.shape[0], (c + 1) * chunk)):
             out[r] = _row_q2_k(w[r], xq, sums)
 
 
@@ -99,10 +102,11 @@ def matmat_q2_k(w, xq, out):
 
 
 @njit(parallel=True, cache=True)
-def matvec_q3_k(w, xq, out):
-    for c in prange((w.shape[0] + CHUNK - 1) // CHUNK):
+def matvec_q3_k(w, xq, out, chunk=CHUNK):
+    chunk = max(chunk, 1)
+    for c in prange((w.shape[0] + chunk - 1) // chunk):
         sums = lane_sums()
-        for r in range(c * CHUNK, min(w.shape[0], (c + 1) * CHUNK)):
+        for r in range(c * chunk, min(w.shape[0], (c + 1) * chunk)):
             out[r] = _row_q3_k(w[r], xq, sums)
 
 
@@ -116,10 +120,11 @@ def matmat_q3_k(w, xq, out):
 
 
 @njit(parallel=True, cache=True)
-def matvec_q4_k(w, xq, out):
-    for c in prange((w.shape[0] + CHUNK - 1) // CHUNK):
+def matvec_q4_k(w, xq, out, chunk=CHUNK):
+    chunk = max(chunk, 1)
+    for c in prange((w.shape[0] + chunk - 1) // chunk):
         sums = lane_sums()
-        for r in range(c * CHUNK, min(w.shape[0], (c + 1) * CHUNK)):
+        for r in range(c * chunk, min(w.shape[0], (c + 1) * chunk)):
             out[r] = _row_q4_k(w[r], xq, sums)
 
 
@@ -133,10 +138,11 @@ def matmat_q4_k(w, xq, out):
 
 
 @njit(parallel=True, cache=True)
-def matvec_q5_k(w, xq, out):
-    for c in prange((w.shape[0] + CHUNK - 1) // CHUNK):
+def matvec_q5_k(w, xq, out, chunk=CHUNK):
+    chunk = max(chunk, 1)
+    for c in prange((w.shape[0] + chunk - 1) // chunk):
         sums = lane_sums()
-        for r in range(c * CHUNK, min(w.shape[0], (c + 1) * CHUNK)):
+        for r in range(c * chunk, min(w.shape[0], (c + 1) * chunk)):
             out[r] = _row_q5_k(w[r], xq, sums)
 
 
@@ -150,10 +156,11 @@ def matmat_q5_k(w, xq, out):
 
 
 @njit(parallel=True, cache=True)
-def matvec_q6_k(w, xq, out):
-    for c in prange((w.shape[0] + CHUNK - 1) // CHUNK):
+def matvec_q6_k(w, xq, out, chunk=CHUNK):
+    chunk = max(chunk, 1)
+    for c in prange((w.shape[0] + chunk - 1) // chunk):
         sums = lane_sums()
-        for r in range(c * CHUNK, min(w.shape[0], (c + 1) * CHUNK)):
+        for r in range(c * chunk, min(w.shape[0], (c + 1) * chunk)):
             out[r] = _row_q6_k(w[r], xq, sums)
 
 

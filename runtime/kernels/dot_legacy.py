@@ -7,29 +7,47 @@ Weight/activation pairs as ggml's vec_dot_type: Q4_0, Q5_0, Q8_0 x Q8_0 and Q4_1
 actquant). Each row is one vecir intrinsic that follows ggml-cpu's x86 ggml_vec_dot_<t>_q8_<k> (the
 AVX2/AVX-512 build llama.cpp runs here): exact integer sums in 8 lanes per block, scaled and
 fused-multiply-added into 8 float accumulators, one horizontal sum per row. On ARM the same kernels
-run (NEON sdot where the CPU has dotprod, vecir_isa), with the same results. vecir.ROWS_PER_STEP rows go together (shared activation loads,
-independent chains), the rest one by one; every row's arithmetic is the same either way, so matmat
-(one row at a time per token) equals matvec bit for bit.
+run (NEON sdot where the CPU has dotprod, vecir_isa), with the same results. matvec takes a shape: `step` rows go together (shared activation loads,
+independent chains; one of shapes.LEGACY_ROW_STEPS, chosen per matrix by the tuner), the rest one by
+one; every row's arithmetic is the same either way, so every step, and matmat (one row at a time per
+token), give the same bits.
 Numba's cache does not see edits to vecir: after changing it, touch this file (or clear the cache).
 """
 from __future__ import annotations
 
 from numba import njit, prange
 
-from ggq.runtime.kernels.vecir import ROWS_PER_STEP as STEP
-from ggq.runtime.kernels.vecir import (row1_q4_0, row1_q4_1, row1_q5_0, row1_q5_1, row1_q8_0, rows_q4_0, rows_q4_1,
-                                       rows_q5_0, rows_q5_1, rows_q8_0)
+from ggq.runtime.kernels import vecir as v
+from ggq.runtime.kernels.shapes import UNTUNED
 
-# One matvec/matmat pair per type, written out: cached Numba closures over a row function would share
-# one cache entry.
+STEP = UNTUNED["legacy"]
+
+# Per type: _rows_<t> (one step of `step` rows from r0, through the compiled form of that width) and
+# the matvec/matmat pair, written out: cached Numba closures over a row function would share one cache
+# entry. The width branch is the same for every step of a call, so it predicts perfectly.
+
+
+@njit(inline="always", cache=True)
+def _rows_q4_0(step, flat, r0, rb, xq, nb, out):
+    if step == 32:
+        v.rows32_q4_0(flat, r0, rb, xq, nb, out)
+    elif step == 16:
+        v.rows16_q4_0(flat, r0, rb, xq, nb, out)
+    elif step == 4:
+        v.rows4_q4_0(flat, r0, rb, xq, nb, out)
+    else:
+        v.row1_q4_0(flat, r0, rb, xq, nb, out)
+
+
 @njit(parallel=True, cache=True)
-def matvec_q4_0(w, xq, out):
+def matvec_q4_0(w, xq, out, step=STEP):
     flat, rb = w.reshape(-1), w.shape[1]
-    nb, groups = rb // 18, w.shape[0] // STEP
+    step = step if step in (1, 4, 16, 32) else 1
+    nb, groups = rb // 18, w.shape[0] // step
     for g in prange(groups):
-        rows_q4_0(flat, STEP * g, rb, xq, nb, out)
-    for r in range(STEP * groups, w.shape[0]):
-        row1_q4_0(flat, r, rb, xq, nb, out)
+        _rows_q4_0(step, flat, step * g, rb, xq, nb, out)
+    for r in range(step * groups, w.shape[0]):
+        v.row1_q4_0(flat, r, rb, xq, nb, out)
 
 
 @njit(parallel=True, cache=True)
@@ -39,17 +57,30 @@ def matmat_q4_0(w, xq, out):
     for t in range(xq.shape[0]):
         xt, ot = xq[t], out[t]
         for r in prange(w.shape[0]):
-            row1_q4_0(flat, r, rb, xt, nb, ot)
+            v.row1_q4_0(flat, r, rb, xt, nb, ot)
+
+
+@njit(inline="always", cache=True)
+def _rows_q4_1(step, flat, r0, rb, xq, nb, out):
+    if step == 32:
+        v.rows32_q4_1(flat, r0, rb, xq, nb, out)
+    elif step == 16:
+        v.rows16_q4_1(flat, r0, rb, xq, nb, out)
+    elif step == 4:
+        v.rows4_q4_1(flat, r0, rb, xq, nb, out)
+    else:
+        v.row1_q4_1(flat, r0, rb, xq, nb, out)
 
 
 @njit(parallel=True, cache=True)
-def matvec_q4_1(w, xq, out):
+def matvec_q4_1(w, xq, out, step=STEP):
     flat, rb = w.reshape(-1), w.shape[1]
-    nb, groups = rb // 20, w.shape[0] // STEP
+    step = step if step in (1, 4, 16, 32) else 1
+    nb, groups = rb // 20, w.shape[0] // step
     for g in prange(groups):
-        rows_q4_1(flat, STEP * g, rb, xq, nb, out)
-    for r in range(STEP * groups, w.shape[0]):
-        row1_q4_1(flat, r, rb, xq, nb, out)
+        _rows_q4_1(step, flat, step * g, rb, xq, nb, out)
+    for r in range(step * groups, w.shape[0]):
+        v.row1_q4_1(flat, r, rb, xq, nb, out)
 
 
 @njit(parallel=True, cache=True)
@@ -59,17 +90,30 @@ def matmat_q4_1(w, xq, out):
     for t in range(xq.shape[0]):
         xt, ot = xq[t], out[t]
         for r in prange(w.shape[0]):
-            row1_q4_1(flat, r, rb, xt, nb, ot)
+            v.row1_q4_1(flat, r, rb, xt, nb, ot)
+
+
+@njit(inline="always", cache=True)
+def _rows_q5_0(step, flat, r0, rb, xq, nb, out):
+    if step == 32:
+        v.rows32_q5_0(flat, r0, rb, xq, nb, out)
+    elif step == 16:
+        v.rows16_q5_0(flat, r0, rb, xq, nb, out)
+    elif step == 4:
+        v.rows4_q5_0(flat, r0, rb, xq, nb, out)
+    else:
+        v.row1_q5_0(flat, r0, rb, xq, nb, out)
 
 
 @njit(parallel=True, cache=True)
-def matvec_q5_0(w, xq, out):
+def matvec_q5_0(w, xq, out, step=STEP):
     flat, rb = w.reshape(-1), w.shape[1]
-    nb, groups = rb // 22, w.shape[0] // STEP
+    step = step if step in (1, 4, 16, 32) else 1
+    nb, groups = rb // 22, w.shape[0] // step
     for g in prange(groups):
-        rows_q5_0(flat, STEP * g, rb, xq, nb, out)
-    for r in range(STEP * groups, w.shape[0]):
-        row1_q5_0(flat, r, rb, xq, nb, out)
+        _rows_q5_0(step, flat, step * g, rb, xq, nb, out)
+    for r in range(step * groups, w.shape[0]):
+        v.row1_q5_0(flat, r, rb, xq, nb, out)
 
 
 @njit(parallel=True, cache=True)
@@ -79,17 +123,30 @@ def matmat_q5_0(w, xq, out):
     for t in range(xq.shape[0]):
         xt, ot = xq[t], out[t]
         for r in prange(w.shape[0]):
-            row1_q5_0(flat, r, rb, xt, nb, ot)
+            v.row1_q5_0(flat, r, rb, xt, nb, ot)
+
+
+@njit(inline="always", cache=True)
+def _rows_q5_1(step, flat, r0, rb, xq, nb, out):
+    if step == 32:
+        v.rows32_q5_1(flat, r0, rb, xq, nb, out)
+    elif step == 16:
+        v.rows16_q5_1(flat, r0, rb, xq, nb, out)
+    elif step == 4:
+        v.rows4_q5_1(flat, r0, rb, xq, nb, out)
+    else:
+        v.row1_q5_1(flat, r0, rb, xq, nb, out)
 
 
 @njit(parallel=True, cache=True)
-def matvec_q5_1(w, xq, out):
+def matvec_q5_1(w, xq, out, step=STEP):
     flat, rb = w.reshape(-1), w.shape[1]
-    nb, groups = rb // 24, w.shape[0] // STEP
+    step = step if step in (1, 4, 16, 32) else 1
+    nb, groups = rb // 24, w.shape[0] // step
     for g in prange(groups):
-        rows_q5_1(flat, STEP * g, rb, xq, nb, out)
-    for r in range(STEP * groups, w.shape[0]):
-        row1_q5_1(flat, r, rb, xq, nb, out)
+        _rows_q5_1(step, flat, step * g, rb, xq, nb, out)
+    for r in range(step * groups, w.shape[0]):
+        v.row1_q5_1(flat, r, rb, xq, nb, out)
 
 
 @njit(parallel=True, cache=True)
@@ -99,17 +156,30 @@ def matmat_q5_1(w, xq, out):
     for t in range(xq.shape[0]):
         xt, ot = xq[t], out[t]
         for r in prange(w.shape[0]):
-            row1_q5_1(flat, r, rb, xt, nb, ot)
+            v.row1_q5_1(flat, r, rb, xt, nb, ot)
+
+
+@njit(inline="always", cache=True)
+def _rows_q8_0(step, flat, r0, rb, xq, nb, out):
+    if step == 32:
+        v.rows32_q8_0(flat, r0, rb, xq, nb, out)
+    elif step == 16:
+        v.rows16_q8_0(flat, r0, rb, xq, nb, out)
+    elif step == 4:
+        v.rows4_q8_0(flat, r0, rb, xq, nb, out)
+    else:
+        v.row1_q8_0(flat, r0, rb, xq, nb, out)
 
 
 @njit(parallel=True, cache=True)
-def matvec_q8_0(w, xq, out):
+def matvec_q8_0(w, xq, out, step=STEP):
     flat, rb = w.reshape(-1), w.shape[1]
-    nb, groups = rb // 34, w.shape[0] // STEP
+    step = step if step in (1, 4, 16, 32) else 1
+    nb, groups = rb // 34, w.shape[0] // step
     for g in prange(groups):
-        rows_q8_0(flat, STEP * g, rb, xq, nb, out)
-    for r in range(STEP * groups, w.shape[0]):
-        row1_q8_0(flat, r, rb, xq, nb, out)
+        _rows_q8_0(step, flat, step * g, rb, xq, nb, out)
+    for r in range(step * groups, w.shape[0]):
+        v.row1_q8_0(flat, r, rb, xq, nb, out)
 
 
 @njit(parallel=True, cache=True)
@@ -119,4 +189,4 @@ def matmat_q8_0(w, xq, out):
     for t in range(xq.shape[0]):
         xt, ot = xq[t], out[t]
         for r in prange(w.shape[0]):
-            row1_q8_0(flat, r, rb, xt, nb, ot)
+            v.row1_q8_0(flat, r, rb, xt, nb, ot)

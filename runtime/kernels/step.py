@@ -2,8 +2,9 @@
 per token, not once per operation (a 30-layer model makes ~500 kernel calls a token, and Python's
 dispatch of each costs about as much as the kernel's own work on a small model).
 
-The weight matrices are described as data: byte offset into the memory-mapped file, rows, bytes per row
-and a kind code (KINDS). `matvec_any` dispatches on the kind to the fused kernels of floats/legacy/
+The weight matrices are described as data: byte offset into the memory-mapped file, rows, bytes per row,
+a kind code (KINDS) and the kernel shape chosen for it on this machine (shapes.py, runtime/tune.py).
+`matvec_any` dispatches on the kind to the fused kernels of floats/legacy/
 kquants (float activations, `exact`) or to the integer-dot kernels of dot_legacy/dot_kquants (activations
 quantized to Q8_0/Q8_1/Q8_K first, as ggml-cpu does). Per-layer matrices are numbered role by role
 (ROLES), the output matrix last.
@@ -60,8 +61,9 @@ def _matvec_float_act(kind, w, x, out):
 
 
 @njit(cache=True)
-def _matvec_int_dot(kind, w, x, out, xq):
-    """Activations quantized to the weight's vec_dot_type, then integer dots in its native blocks."""
+def _matvec_int_dot(kind, shape, w, x, out, xq):
+    """Activations quantized to the weight's vec_dot_type, then integer dots in its native blocks, in
+    the kernel shape chosen for this matrix (shapes.py)."""
     x2, q2 = x.reshape((1, x.shape[0])), xq.reshape((1, xq.shape[0]))
     if kind == Q4_1 or kind == Q5_1:
         quantize_q8_1(x2, q2)
@@ -70,36 +72,36 @@ def _matvec_int_dot(kind, w, x, out, xq):
     else:
         quantize_q8_0(x2, q2)
     if kind == Q4_0:
-        dl.matvec_q4_0(w, xq, out)
+        dl.matvec_q4_0(w, xq, out, shape)
     elif kind == Q4_1:
-        dl.matvec_q4_1(w, xq, out)
+        dl.matvec_q4_1(w, xq, out, shape)
     elif kind == Q5_0:
-        dl.matvec_q5_0(w, xq, out)
+        dl.matvec_q5_0(w, xq, out, shape)
     elif kind == Q5_1:
-        dl.matvec_q5_1(w, xq, out)
+        dl.matvec_q5_1(w, xq, out, shape)
     elif kind == Q8_0:
-        dl.matvec_q8_0(w, xq, out)
+        dl.matvec_q8_0(w, xq, out, shape)
     elif kind == Q2_K:
-        dk.matvec_q2_k(w, xq, out)
+        dk.matvec_q2_k(w, xq, out, shape)
     elif kind == Q3_K:
-        dk.matvec_q3_k(w, xq, out)
+        dk.matvec_q3_k(w, xq, out, shape)
     elif kind == Q4_K:
-        dk.matvec_q4_k(w, xq, out)
+        dk.matvec_q4_k(w, xq, out, shape)
     elif kind == Q5_K:
-        dk.matvec_q5_k(w, xq, out)
+        dk.matvec_q5_k(w, xq, out, shape)
     else:
-        dk.matvec_q6_k(w, xq, out)
+        dk.matvec_q6_k(w, xq, out, shape)
 
 
 @njit(cache=True)
 def matvec_any(blob, mats, m, x, out, xq, exact):
-    """out = W_m @ x for matrix m of the table mats [n, 4] = (byte offset, rows, row bytes, kind)."""
-    off, rows, row_bytes, kind = mats[m, 0], mats[m, 1], mats[m, 2], mats[m, 3]
+    """out = W_m @ x for matrix m of the table mats [n, 5] = (byte offset, rows, row bytes, kind, shape)."""
+    off, rows, row_bytes, kind, shape = mats[m, 0], mats[m, 1], mats[m, 2], mats[m, 3], mats[m, 4]
     w = blob[off:off + rows * row_bytes].reshape((rows, row_bytes))
     if exact or kind <= BF16:
         _matvec_float_act(kind, w, x, out)
     else:
-        _matvec_int_dot(kind, w, x, out, xq)
+        _matvec_int_dot(kind, shape, w, x, out, xq)
 
 
 @njit(cache=True)

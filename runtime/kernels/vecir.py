@@ -211,11 +211,13 @@ def _legacy_rows(kind, n_rows):
 
 
 LEGACY_KINDS = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0")
-# Rows per step of the matvec kernels: measured on SmolLM2 decode (2 threads, AVX-512 host), 32 rows
-# beat 16 by ~10 % and 4 by ~40 % (more independent accumulator chains and memory streams in flight).
-ROWS_PER_STEP = 32
-rows_q4_0, rows_q4_1, rows_q5_0, rows_q5_1, rows_q8_0 = (_legacy_rows(k, ROWS_PER_STEP) for k in LEGACY_KINDS)
+# Rows per step of the matvec kernels (kernels/tuning.py LEGACY_ROW_STEPS picks one per matrix where
+# the model runs): 32 rows won on an Intel Xeon (more accumulator chains and memory streams in flight),
+# 1 row won by 3-5x on an AMD Zen 5, where 8-32 interleaved row streams ran at 4-7 GB/s.
 row1_q4_0, row1_q4_1, row1_q5_0, row1_q5_1, row1_q8_0 = (_legacy_rows(k, 1) for k in LEGACY_KINDS)
+rows4_q4_0, rows4_q4_1, rows4_q5_0, rows4_q5_1, rows4_q8_0 = (_legacy_rows(k, 4) for k in LEGACY_KINDS)
+rows16_q4_0, rows16_q4_1, rows16_q5_0, rows16_q5_1, rows16_q8_0 = (_legacy_rows(k, 16) for k in LEGACY_KINDS)
+rows32_q4_0, rows32_q4_1, rows32_q5_0, rows32_q5_1, rows32_q8_0 = (_legacy_rows(k, 32) for k in LEGACY_KINDS)
 
 
 # ---- 256-value super-blocks × Q8_K activations --------------------------------------------------

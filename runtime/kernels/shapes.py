@@ -1,0 +1,30 @@
+"""Kernel shapes, as data: the choices a decode matvec can run with, all giving the same bits.
+
+Every matrix of the decode step's table (kernels/step.py) carries one shape value, which its kernel
+family reads as follows:
+
+    legacy (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0)   rows per step: rows that share each activation block load and
+                                        keep independent accumulator chains (vecir._legacy_rows)
+    kquant (Q2_K .. Q6_K)               rows per parallel work item (the unit threads split rows by)
+    float  (F32 F16 BF16)               unused (0)
+
+A row's arithmetic is the same for every shape (each output is one row's dot product in ggml's order),
+so a shape changes speed only: tests/test_runtime_dot.py asserts the bits for every value below.
+Which one is fastest depends on the core (prefetchers, out-of-order window, cache sizes), so
+runtime/tune.py measures the candidates on the machine the model runs on; UNTUNED is the choice
+without tuning (GGQ_TUNE=0), the shape ggq used before it could tune.
+"""
+from __future__ import annotations
+
+LEGACY_ROW_STEPS = (1, 4, 16, 32)   # compiled forms (vecir rows<N>_<t>); others run one row at a time
+KQUANT_CHUNKS = (4, 16, 64)
+
+# kernel family -> candidate shapes, and the untuned choice
+CANDIDATES: dict[str, tuple[int, ...]] = {"legacy": LEGACY_ROW_STEPS, "kquant": KQUANT_CHUNKS, "float": (0,)}
+UNTUNED: dict[str, int] = {"legacy": 32, "kquant": 16, "float": 0}
+
+FAMILY: dict[str, str] = {
+    "F32": "float", "F16": "float", "BF16": "float",
+    "Q4_0": "legacy", "Q4_1": "legacy", "Q5_0": "legacy", "Q5_1": "legacy", "Q8_0": "legacy",
+    "Q2_K": "kquant", "Q3_K": "kquant", "Q4_K": "kquant", "Q5_K": "kquant", "Q6_K": "kquant",
+}

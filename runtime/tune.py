@@ -1,0 +1,159 @@
+"""Kernel shapes measured on the machine the model runs on (`ggq tune`, and at first use).
+
+A decode kernel's best shape (kernels/shapes.py: rows per step of the legacy blocks, rows per work item
+of the k-quants) depends on the core: 32 interleaved rows won on an Intel Xeon and lost 3-5x on an
+AMD Zen 5. So ggq measures instead of guessing. The unit measured is the whole decode step, since that
+is what a user waits for and it keeps every cache and prefetcher effect of the real run (a matrix
+timed alone sits in the L2; in decode it streams from memory behind all the others). Matrices are
+grouped by key (type, rows, bytes per row); for each key, largest first, every candidate shape is
+timed with the other keys at their current best, in interleaved rounds, and kept only if it beats
+the current one by more than MARGIN (run-to-run noise here is a few per cent: a tie keeps the untuned
+shape). Every shape gives the same bits, so tuning changes speed only.
+
+Results are cached per CPU (model name, Numba's target CPU and the integer-dot forms compiled), thread
+count and key, in ggq-tune.json beside Numba's cache (NUMBA_CACHE_DIR, see runtime/__init__.py); a
+later model with the same keys tunes nothing. GGQ_TUNE=0 turns tuning off (the untuned shapes).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ggq.runtime.kernels.shapes import CANDIDATES, FAMILY, UNTUNED
+from ggq.runtime.kernels.step import KINDS
+
+MARGIN = 0.03          # a candidate must be this much faster than the current shape to replace it
+ROUNDS = 3             # interleaved rounds per key; each candidate's best round counts
+MIN_ROUND_S = 0.02     # each timed round runs whole decode steps for at least this long
+KIND, SHAPE = 3, 4     # columns of the decode step's matrix table (decode._matrix_table)
+
+
+def enabled() -> bool:
+    return os.environ.get("GGQ_TUNE", "1").strip() not in ("0", "off", "no", "false")
+
+
+def cache_path() -> Path:
+    return Path(os.environ.get("NUMBA_CACHE_DIR") or Path.home() / ".cache" / "ggq" / "numba") / "ggq-tune.json"
+
+
+def cpu_id() -> str:
+    """What the choice depends on: the CPU model, the target Numba compiles for, the dot forms."""
+    from ggq.runtime.kernels.vecir_isa import describe
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{model} | {describe()}"
+
+
+def matrix_key(mats: np.ndarray, m: int) -> str:
+    return f"{KINDS[mats[m, KIND]]} {mats[m, 1]}x{mats[m, 2]}B"
+
+
+def _load() -> dict:
+    try:
+        return json.loads(cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save(data: dict) -> None:
+    """Write the cache atomically (another ggq process may be reading it)."""
+    path = cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache: tune again next time
+
+
+def _section(data: dict, threads: int) -> dict:
+    return data.setdefault(cpu_id(), {}).setdefault(str(threads), {})
+
+
+def cached_shapes(threads: int) -> dict:
+    """{key: {"shape": n, "times": {shape: seconds per step}}} measured on this CPU with `threads`."""
+    return _load().get(cpu_id(), {}).get(str(threads), {})
+
+
+def untuned_shapes(mats: np.ndarray) -> np.ndarray:
+    return np.array([UNTUNED[FAMILY[KINDS[k]]] for k in mats[:, KIND]], np.int64)
+
+
+def _time_steps(step, pos: int) -> float:
+    """Seconds per decode step, over whole steps for at least MIN_ROUND_S."""
+    n, start = 0, time.perf_counter()
+    while True:
+        step.run(pos)
+        n += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= MIN_ROUND_S and n >= 2:
+            return elapsed / n
+
+
+def _tune_key(step, rows: np.ndarray, family: str, pos: int) -> tuple[int, dict]:
+    """Best shape for the matrices `rows` of step.mats (one key), the other matrices as they are."""
+    mats, candidates = step.mats, CANDIDATES[family]
+    best = {c: float("inf") for c in candidates}
+    for _ in range(ROUNDS):
+        for c in candidates:
+            mats[rows, SHAPE] = c
+            best[c] = min(best[c], _time_steps(step, pos))
+    choice = UNTUNED[family]
+    for c in candidates:
+        if best[c] < best[choice] * (1 - MARGIN):
+            choice = c
+    mats[rows, SHAPE] = choice
+    return choice, {str(c): best[c] for c in candidates}
+
+
+def _keys_by_size(mats: np.ndarray) -> dict[str, np.ndarray]:
+    """Table rows per key, the key with the most bytes first (it matters most)."""
+    keys = np.array([matrix_key(mats, m) for m in range(mats.shape[0])])
+    total = {k: int((mats[keys == k, 1] * mats[keys == k, 2]).sum()) for k in set(keys)}
+    return {k: np.flatnonzero(keys == k) for k in sorted(total, key=total.get, reverse=True)}
+
+
+def tune(step, threads: int, force: bool = False, progress=None) -> dict:
+    """Set step.mats' shape column for this machine: cached choices where there are, measured ones
+    (and cached) for the rest, or all measured again with force. Returns {key: choice record}."""
+    mats = step.mats
+    mats[:, SHAPE] = untuned_shapes(mats)
+    if not enabled() or step.flags[0]:  # exact: float activations, whose kernels take no shape
+        return {}
+    data = _load()
+    known = _section(data, threads)
+    groups = _keys_by_size(mats)
+    for key, rows in groups.items():  # cached choices first: the measured keys then see them
+        if key in known and not force:
+            mats[rows, SHAPE] = known[key]["shape"]
+    measured = {}
+    for key, rows in groups.items():
+        family = FAMILY[KINDS[mats[rows[0], KIND]]]
+        if len(CANDIDATES[family]) < 2 or (key in known and not force):
+            continue
+        if progress:
+            progress(key)
+        choice, times = _tune_key(step, rows, family, step.spare_position)
+        known[key] = measured[key] = {"shape": choice, "times": times}
+    if measured:
+        _save(data)
+    return {key: known[key] for key in groups if key in known}
+
+
+def format_choices(choices: dict) -> str:
+    """One line per key: the chosen shape and each candidate's time per decode step."""
+    lines = []
+    for key, rec in choices.items():
+        times = "  ".join(f"{c}: {t * 1e3:.2f} ms" for c, t in rec["times"].items())
+        lines.append(f"  {key:<22} shape {rec['shape']:>3}   ({times})")
+    return "\n".join(lines)
