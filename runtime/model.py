@@ -171,19 +171,20 @@ class Transformer:
             raise GGQError(f"position {pos} is outside the context of {self.ctx_size}")
         if self.backend is not None:
             return self.backend.decode(token, pos)
-        if self._step is None:
-            self._step = self._decode_step()
+        step = self.compiled_step()
         self._embed_one(token)
-        return self._step.run(pos)
+        return step.run(pos)
 
-    def _decode_step(self) -> DecodeStep:
-        """The compiled one-token step, its kernel shapes tuned for this machine (runtime/tune.py: cached
-        per CPU; the first model on a new machine measures them, which runs steps at a spare position)."""
-        import numba
-        from ggq.runtime.tune import tune
-        step = DecodeStep(self, self.exact)
-        tune(step, numba.get_num_threads())
-        return step
+    def compiled_step(self) -> DecodeStep | GgmlStep:
+        """The compiled one-token step, made on first use with its kernel shapes tuned for this machine
+        (runtime/tune.py: cached per CPU; the first model on a new machine measures them, running
+        steps at a spare position)."""
+        if self._step is None:
+            import numba
+            from ggq.runtime.tune import tune
+            self._step = DecodeStep(self, self.exact)
+            tune(self._step, numba.get_num_threads())
+        return self._step
 
     def _embed_one(self, token: int) -> None:
         """The token's embedding into ws.x[0], the input of the one-token steps."""

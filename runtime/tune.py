@@ -80,9 +80,9 @@ def _section(data: dict, threads: int) -> dict:
     return data.setdefault(cpu_id(), {}).setdefault(str(threads), {})
 
 
-def cached_shapes(threads: int) -> dict:
-    """{key: {"shape": n, "times": {shape: seconds per step}}} measured on this CPU with `threads`."""
-    return _load().get(cpu_id(), {}).get(str(threads), {})
+def cached_section() -> dict:
+    """{threads: {key: {"shape": n, "times": {shape: seconds per step}}}} measured on this CPU."""
+    return _load().get(cpu_id(), {})
 
 
 def untuned_shapes(mats: np.ndarray) -> np.ndarray:

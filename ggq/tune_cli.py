@@ -1,0 +1,40 @@
+"""`ggq tune MODEL` and `ggq tune --show`: the decode kernel shapes measured on this machine
+(runtime/tune.py), in the CLI's (name, help, add-arguments, run) form."""
+from __future__ import annotations
+
+import argparse
+
+from ggq.errors import GGQError
+
+
+def tune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", help="a .gguf model whose matrices to tune")
+    p.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
+    p.add_argument("--force", action="store_true", help="measure again, replacing cached choices")
+    p.add_argument("--show", action="store_true", help="print the cached choices for this CPU and exit")
+
+
+def tune(args: argparse.Namespace) -> int:
+    from ggq.runtime import tune as tuning
+    print(f"CPU: {tuning.cpu_id()}")
+    print(f"cache: {tuning.cache_path()}{'' if tuning.enabled() else '  (GGQ_TUNE=0: tuning is off)'}")
+    if args.show:
+        for threads, choices in sorted(tuning.cached_section().items()):
+            print(f"{threads} thread(s):")
+            print(tuning.format_choices(choices))
+        return 0
+    if not args.model:
+        raise GGQError("tune: give a model, or --show")
+    from ggq.runtime.api import set_threads
+    from ggq.runtime.decode import DecodeStep
+    from ggq.runtime.model import open_model
+    threads = set_threads(args.threads)
+    tf = open_model(args.model, ctx_size=16)
+    try:
+        step = DecodeStep(tf, exact=False)  # not tf.compiled_step(): that tunes quietly on first use
+        choices = tuning.tune(step, threads, force=args.force, progress=lambda key: print(f"  timing {key}"))
+    finally:
+        tf.gguf.close()
+    print(f"{threads} thread(s):")
+    print(tuning.format_choices(choices) if choices else "  nothing to tune (GGQ_TUNE=0)")
+    return 0

@@ -1,0 +1,77 @@
+"""runtime/tune.py: kernel shapes measured where the model runs, cached per CPU, off with GGQ_TUNE=0.
+
+Oracles: the untuned decode step (its kernels are checked bit for bit against numpy transcriptions of
+ggml in test_runtime_dot.py): a tuned step must give the same logits, bit for bit, since shapes change
+speed only; the candidate table of kernels/shapes.py; the cache file's JSON as written to disk.
+"""
+import json
+
+import numpy as np
+import pytest
+
+from ggq.cli import main
+from ggq.runtime import tune
+from ggq.runtime.api import set_threads
+from ggq.runtime.kernels.shapes import CANDIDATES, FAMILY, UNTUNED
+from ggq.runtime.kernels.step import KINDS
+from ggq.runtime.model import open_model
+
+TOKENS = [1, 504, 2143, 30, 9]
+
+
+@pytest.fixture
+def tune_cache(tmp_path, monkeypatch):
+    """A fresh tuning cache (only the JSON file; Numba's compiled code stays where it is)."""
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("GGQ_TUNE", raising=False)
+    set_threads(1)
+    return tmp_path / "ggq-tune.json"
+
+
+def _decode(path, tokens):
+    """Logits of each token decoded in turn, and the shape column the step ran with."""
+    tf = open_model(path, ctx_size=64)
+    try:
+        logits = np.stack([tf.decode(t, pos)[0].copy() for pos, t in enumerate(tokens)])
+        return logits, tf.compiled_step().mats[:, 4].copy(), tf.compiled_step().mats
+    finally:
+        tf.gguf.close()
+
+
+def test_tuning_off_keeps_the_untuned_shapes_and_writes_nothing(q4_1_gguf, tune_cache, monkeypatch):
+    monkeypatch.setenv("GGQ_TUNE", "0")
+    _, shapes, mats = _decode(q4_1_gguf, TOKENS[:1])
+    assert list(shapes) == [UNTUNED[FAMILY[KINDS[k]]] for k in mats[:, 3]]
+    assert not tune_cache.exists()
+
+
+def test_tuned_shapes_are_candidates_cached_and_change_no_bits(q4_1_gguf, tune_cache, monkeypatch):
+    monkeypatch.setenv("GGQ_TUNE", "0")
+    untuned, _, _ = _decode(q4_1_gguf, TOKENS)
+    monkeypatch.delenv("GGQ_TUNE")
+    tuned, shapes, mats = _decode(q4_1_gguf, TOKENS)
+    assert np.array_equal(tuned, untuned)  # bit for bit: a shape changes speed only
+
+    section = json.loads(tune_cache.read_text())[tune.cpu_id()]["1"]
+    for m in range(mats.shape[0]):
+        family = FAMILY[KINDS[mats[m, 3]]]
+        assert shapes[m] in CANDIDATES[family]
+        if len(CANDIDATES[family]) > 1:  # measured: every candidate timed, the choice recorded
+            record = section[tune.matrix_key(mats, m)]
+            assert record["shape"] == shapes[m]
+            assert sorted(int(c) for c in record["times"]) == sorted(CANDIDATES[family])
+
+
+def test_a_second_model_with_the_same_keys_measures_nothing(q4_1_gguf, tune_cache, capsys):
+    assert main(["tune", str(q4_1_gguf), "-t", "1"]) == 0
+    first = capsys.readouterr().out
+    assert "timing " in first
+    cached = json.loads(tune_cache.read_text())
+    assert main(["tune", str(q4_1_gguf), "-t", "1"]) == 0
+    again = capsys.readouterr().out
+    assert "timing " not in again  # every key came from the cache
+    assert json.loads(tune_cache.read_text()) == cached
+    assert main(["tune", "--show"]) == 0
+    shown = capsys.readouterr().out
+    for key in cached[tune.cpu_id()]["1"]:
+        assert key in shown
