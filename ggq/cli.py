@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ggq import quality_cli
+from ggq import quality_cli, tune_cli
 from ggq.errors import GGQError
 
 
@@ -219,6 +219,8 @@ _COMMANDS: list[tuple[str, str, object, object]] = [
     ("run", "chat with a model, or answer one prompt (-p)", _run_args, _run),
     ("perplexity", "perplexity of a text, as llama-perplexity computes it", _perplexity_args, _perplexity),
     ("bench", "prompt and generation speed, as llama-bench measures it", _bench_args, _bench),
+    ("tune", "measure the decode kernels' shapes on this machine (cached; also done at first use)",
+     tune_cli.tune_args, tune_cli.tune),
     ("kld", "KL divergence of models from a base model, as llama-perplexity --kl-divergence",
      quality_cli.kld_args, quality_cli.kld),
 ]

@@ -40,6 +40,18 @@ class BenchResult:
     load_s: float
     first_token_s: float
     speeds: tuple[Speed, ...]
+    device: str = "cpu"
+    launches_per_token: int = 0     # kernel launches the decode step makes per token (cuda)
+    python_launches_per_token: int = 0  # launches made from Python per token: 1 when a CUDA graph replays
+    graph_note: str = ""            # why no CUDA graph, where there is none
+    weight_bytes_per_token: int = 0   # every matrix the decode step reads, once per token (cpu)
+    copy_bytes_per_s: float = 0.0     # memory-copy bandwidth (read + write) in the same run: the limit
+    kernel_shapes: str = ""           # the decode kernels' shapes (runtime/tune.py), per matrix key
+
+    def decode_bytes_per_s(self) -> float:
+        """Weight bytes streamed per second during decode (tg tokens/s x bytes per token)."""
+        tg = [s.tokens_per_s for s in self.speeds if s.test.startswith("tg")]
+        return tg[0] * self.weight_bytes_per_token if tg and self.weight_bytes_per_token else 0.0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -60,6 +72,10 @@ def _prompt_run(tf: Transformer, ids: np.ndarray) -> None:
 
 
 def _gen_run(tf: Transformer, ids: np.ndarray) -> None:
+    if tf.backend is not None:      # a device: its decode step with device-side argmax, one id back a token
+        for pos, token in enumerate(ids):
+            tf.backend.next_token(int(token), pos)
+        return
     for pos, token in enumerate(ids):
         tf.decode(int(token), pos)
 
@@ -73,12 +89,12 @@ def _speed(name: str, run, tf: Transformer, n: int, repetitions: int) -> Speed:
 
 
 def bench(path: str, n_prompt: int = 512, n_gen: int = 128, threads: int | None = None,
-          repetitions: int = 5, exact: bool = False) -> BenchResult:
+          repetitions: int = 5, exact: bool = False, device: str = "cpu") -> BenchResult:
     if n_prompt < 0 or n_gen < 0 or repetitions < 1:
         raise GGQError("bench: -p and -n must be >= 0 and -r >= 1")
     n_threads = set_threads(threads)
     start = time.perf_counter()
-    tf = open_model(path, ctx_size=max(n_prompt, n_gen, FIRST_TOKEN_PROMPT) + 1, exact=exact)
+    tf = open_model(path, ctx_size=max(n_prompt, n_gen, FIRST_TOKEN_PROMPT) + 1, exact=exact, device=device)
     load_s = time.perf_counter() - start
     try:
         first = _random_ids(tf, FIRST_TOKEN_PROMPT, seed=0)
@@ -88,9 +104,28 @@ def bench(path: str, n_prompt: int = 512, n_gen: int = 128, threads: int | None 
             speeds.append(_speed(f"pp{n_prompt}", _prompt_run, tf, n_prompt, repetitions))
         if n_gen:
             speeds.append(_speed(f"tg{n_gen}", _gen_run, tf, n_gen, repetitions))
-        return BenchResult(str(path), tf.gguf.file_size, n_threads, exact, load_s, first_token_s, tuple(speeds))
+        return BenchResult(str(path), tf.gguf.file_size, n_threads, exact, load_s, first_token_s, tuple(speeds),
+                           device, *_launch_counts(tf), *_memory_figures(tf, n_gen))
     finally:
         tf.gguf.close()
+
+
+def _launch_counts(tf: Transformer) -> tuple[int, int, str]:
+    replay = getattr(tf.backend, "replay", None)
+    if replay is None:
+        return 0, 0, ""
+    return len(replay.launches), replay.launches_per_run, replay.graph_error
+
+
+def _memory_figures(tf: Transformer, n_gen: int) -> tuple[int, float, str]:
+    """What decode streams per token, the copy bandwidth beside it, and the kernel shapes (CPU decode)."""
+    if tf.backend is not None or not n_gen or tf.match_llamacpp:
+        return 0, 0.0, ""
+    from ggq.runtime.membw import copy_bandwidth
+    from ggq.runtime.tune import matrix_key
+    mats = tf.compiled_step().mats
+    shapes = sorted({f"{matrix_key(mats, m)}: {mats[m, 4]}" for m in range(mats.shape[0])})
+    return int((mats[:, 1] * mats[:, 2]).sum()), copy_bandwidth(), ", ".join(shapes)
 
 
 def format_result(r: BenchResult) -> str:
@@ -98,6 +133,16 @@ def format_result(r: BenchResult) -> str:
              f"{'float32' if r.exact else '8-bit'} decode activations",
              f"load {r.load_s * 1000:.0f} ms, first token {r.first_token_s * 1000:.0f} ms "
              f"(open + {FIRST_TOKEN_PROMPT}-token prompt)"]
+    if r.device != "cpu":
+        how = "one CUDA graph" if r.python_launches_per_token == 1 else f"no graph: {r.graph_note}"
+        lines[0] = f"model {r.model}: {r.file_bytes / 2**20:.2f} MiB, device {r.device}, float32 activations"
+        lines.append(f"decode: {r.launches_per_token} kernel launches per token ({how})")
     for s in r.speeds:
         lines.append(f"{s.test:>8}  {s.tokens_per_s:9.2f} ± {s.stddev:.2f} tokens/s")
+    if r.weight_bytes_per_token:
+        streamed, copy = r.decode_bytes_per_s(), r.copy_bytes_per_s
+        lines.append(f"decode streams {r.weight_bytes_per_token / 1e6:.1f} MB of weights a token: "
+                     f"{streamed / 1e9:.1f} GB/s, {100 * streamed / copy:.0f} % of the memory-copy bandwidth "
+                     f"measured now ({copy / 1e9:.1f} GB/s read + write, {r.threads} threads)")
+        lines.append(f"kernel shapes (ggq tune --show): {r.kernel_shapes}")
     return "\n".join(lines)
