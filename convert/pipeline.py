@@ -40,12 +40,15 @@ class TypeOptions:
 
 
 def plan_tensors(sources: Sequence[SourceTensor], ftype: str, n_layer: int, n_head: int, n_head_kv: int,
-                 options: TypeOptions, arch: str, source_types: dict[str, str] | None = None) -> list[TensorSpec]:
-    """One TensorSpec per source, its type chosen by the mixing policy (llama-quantize's rules)."""
+                 options: TypeOptions, arch: str, source_types: dict[str, str] | None = None,
+                 has_imatrix: bool = False) -> list[TensorSpec]:
+    """One TensorSpec per source, its type chosen by the mixing policy (llama-quantize's rules, which
+    change a few types when an importance matrix is given)."""
     from ggq.convert.mixing import plan_types
     types = plan_types([(s.name, s.shape) for s in sources], ftype, n_layer, n_head, n_head_kv,
                        output_type=options.output_type, embedding_type=options.embedding_type,
-                       tensor_types=options.tensor_types, arch=arch, source_types=source_types)
+                       tensor_types=options.tensor_types, arch=arch, source_types=source_types,
+                       has_imatrix=has_imatrix)
     return [TensorSpec(s.name, s.shape, types[s.name]) for s in sources]
 
 
@@ -73,20 +76,26 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.2f} MiB"
 
 
-def _encoded(sources: Sequence[SourceTensor], specs: Sequence[TensorSpec]):
-    """Each tensor's bytes in its planned type, produced only when the writer asks for it."""
+def plain_encode(name: str, values: np.ndarray, qt) -> np.ndarray:
+    """Round to nearest as llama-quantize without an importance matrix (F32 stays as it is)."""
     from ggq.quants import quantize
+    return values if qt.name == "F32" else quantize(values, qt)
+
+
+def _encoded(sources: Sequence[SourceTensor], specs: Sequence[TensorSpec], encode=None):
+    """Each tensor's bytes in its planned type, produced only when the writer asks for it.
+    `encode(name, values, qtype)` turns values into the type's bytes (default plain_encode)."""
+    encode = encode or plain_encode
     for source, spec in zip(sources, specs):
         values = source.load()
         if values.shape != spec.shape:
             raise GGQError(f"tensor '{spec.name}' has shape {values.shape}, planned {spec.shape}")
-        t = qtype(spec.qtype)
-        yield values if t.name == "F32" else quantize(values, t)
+        yield encode(spec.name, values, qtype(spec.qtype))
         del values
 
 
 def write_model(path: Path, metadata: dict, sources: Sequence[SourceTensor], specs: Sequence[TensorSpec],
-                quiet: bool = False) -> None:
+                quiet: bool = False, encode=None) -> None:
     """Stream the tensors into `path` (atomically: a temp file renamed when complete)."""
     from tqdm import tqdm
     from ggq.gguf_write import write_gguf
@@ -94,7 +103,7 @@ def write_model(path: Path, metadata: dict, sources: Sequence[SourceTensor], spe
     show = not quiet and sys.stderr.isatty()
     with tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, disable=not show,
               file=sys.stderr, desc=Path(path).name, dynamic_ncols=True) as bar:
-        write_gguf(path, metadata, specs, _encoded(sources, specs), progress=lambda spec: bar.update(spec.nbytes))
+        write_gguf(path, metadata, specs, _encoded(sources, specs, encode), progress=lambda spec: bar.update(spec.nbytes))
 
 
 def check_output_path(path: Path) -> None:
@@ -206,32 +215,64 @@ class ConvertResult:
     plan: str
 
 
-def convert(src: str, ftype: str, outfile: str | None = None, revision: str | None = None,
-            options: TypeOptions = TypeOptions(), dry_run: bool = False, quiet: bool = False) -> ConvertResult:
-    """Hugging Face checkpoint (folder or hub repo id) -> GGUF file of file type `ftype` (e.g. 'q4_k_m')."""
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint opened for conversion: its architecture, hyperparameters, vocabulary and tensors."""
+    model_dir: Path
+    spec: object
+    params: object
+    name: str
+    vocab: dict
+    sources: list[SourceTensor]
+
+    def metadata(self, ftype: str) -> dict:
+        return checkpoint_metadata(self.spec, self.params, ftype, self.name, self.vocab)
+
+
+def open_checkpoint_source(src: str, revision: str | None = None) -> Checkpoint:
+    """Hugging Face checkpoint (folder or hub repo id) -> the tensors a GGUF of it holds (lazily loaded)."""
     from ggq.convert import checkpoint
     from ggq.convert.arch import arch_for, params_from_config
-    from ggq.convert.mixing import file_type_id
     from ggq.convert.safetensors import open_checkpoint
     from ggq.convert.vocab import vocab_metadata
-    file_type_id(ftype)  # an unknown type fails before anything is read
     model_dir = checkpoint.resolve_source(src, revision)
     config = checkpoint.load_config(model_dir)
     spec = arch_for(checkpoint.architecture(config))
     params = params_from_config(config, spec.config_defaults)
     name = checkpoint.model_name(model_dir, src)
-    out = Path(outfile) if outfile else Path.cwd() / f"{name}-{ftype.upper()}.gguf"
-    if not dry_run:
-        check_output_path(out)
     refs = open_checkpoint(model_dir)
     vocab = vocab_metadata(model_dir, config)
     n_vocab = len(_plain(vocab["tokenizer.ggml.tokens"]))
-    sources = checkpoint_sources(refs, spec, params, n_vocab)
-    specs = plan_tensors(sources, ftype, params.n_layer, params.n_head, params.n_head_kv, options,
-                         spec.gguf_arch)
+    return Checkpoint(Path(model_dir), spec, params, name, vocab, checkpoint_sources(refs, spec, params, n_vocab))
+
+
+def convert(src: str, ftype: str, outfile: str | None = None, revision: str | None = None,
+            options: TypeOptions = TypeOptions(), dry_run: bool = False, quiet: bool = False,
+            quant: "QuantOptions | None" = None) -> ConvertResult:
+    """Hugging Face checkpoint (folder or hub repo id) -> GGUF file of file type `ftype` (e.g. 'q4_k_m').
+    `quant` (convert/calibrated.py) asks for importance-weighted or error-compensating rounding."""
+    from ggq.convert import checkpoint
+    from ggq.convert.mixing import file_type_id
+    file_type_id(ftype)  # an unknown type fails before anything is read
+    if quant is not None:
+        quant.check()
+    model_dir = checkpoint.resolve_source(src, revision)
+    name = checkpoint.model_name(model_dir, src)
+    out = Path(outfile) if outfile else Path.cwd() / f"{name}-{ftype.upper()}.gguf"
+    if not dry_run:
+        check_output_path(out)
+    ckpt = open_checkpoint_source(src, revision)
+    has_imatrix = quant is not None and quant.uses_importance
+    specs = plan_tensors(ckpt.sources, ftype, ckpt.params.n_layer, ckpt.params.n_head, ckpt.params.n_head_kv,
+                         options, ckpt.spec.gguf_arch, has_imatrix=has_imatrix)
     plan = describe_plan(specs)
     if dry_run:
         return ConvertResult(None, specs, plan)
-    metadata = checkpoint_metadata(spec, params, ftype, name, vocab)
-    write_model(out, metadata, sources, specs, quiet)
+    metadata = ckpt.metadata(ftype)
+    encode = None
+    if quant is not None:
+        from ggq.convert.calibrated import prepare
+        encode, extra = prepare(quant, ckpt, quiet)
+        metadata.update(extra)
+    write_model(out, metadata, ckpt.sources, specs, quiet, encode)
     return ConvertResult(out, specs, plan)

@@ -58,12 +58,13 @@ def _convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--outfile", help="output .gguf (default: <model-name>-<TYPE>.gguf here)")
     p.add_argument("--revision", help="hub branch, tag or commit")
     _type_options_args(p)
+    quality_cli.quant_args(p)
 
 
 def _convert(args: argparse.Namespace) -> int:
     from ggq.convert.pipeline import convert
     result = convert(args.src, args.type, args.outfile, args.revision, _type_options(args),
-                     dry_run=args.dry_run, quiet=args.quiet)
+                     dry_run=args.dry_run, quiet=args.quiet, quant=quality_cli.quant_options(args))
     _report(result, args.quiet, args.dry_run)
     return 0
 
@@ -223,6 +224,8 @@ _COMMANDS: list[tuple[str, str, object, object]] = [
      tune_cli.tune_args, tune_cli.tune),
     ("kld", "KL divergence of models from a base model, as llama-perplexity --kl-divergence",
      quality_cli.kld_args, quality_cli.kld),
+    ("imatrix", "importance matrix of a model's matmul inputs on a text, as llama-imatrix (its file format)",
+     quality_cli.imatrix_args, quality_cli.imatrix),
 ]
 
 

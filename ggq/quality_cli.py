@@ -104,3 +104,65 @@ def kld(args: argparse.Namespace) -> int:
         for line in result.lines():
             print(f"  {line}")
     return 0
+
+
+# ---- ggq imatrix -----------------------------------------------------------------------------------
+
+def imatrix_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a .gguf model, or a Hugging Face checkpoint folder / hub repo id (run in float32)")
+    p.add_argument("-f", "--file", required=True, help="UTF-8 calibration text")
+    p.add_argument("-o", "--outfile", required=True, help="output imatrix file (llama.cpp's GGUF imatrix format)")
+    p.add_argument("--ctx", type=int, default=512, help="tokens per chunk (default 512)")
+    p.add_argument("--chunks", type=int, default=-1, help="only the first N chunks (default: all)")
+    p.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
+
+
+def _collect_any(model: str, text: str, n_ctx: int, n_chunks: int, progress):
+    """InputStatistics of a GGUF file or a checkpoint, and the chunk count."""
+    from ggq.runtime.imatrix import collect
+    if os.path.isfile(model):
+        tf, tokenizer = open_for_text(model, n_ctx)
+        try:
+            return collect(tf, tokenizer, text, n_ctx, n_chunks, progress=progress)
+        finally:
+            tf.gguf.close()
+    from ggq.convert.calibration import calibrate
+    from ggq.convert.pipeline import open_checkpoint_source
+    ckpt = open_checkpoint_source(model)
+    return calibrate(ckpt.metadata("f32"), ckpt.sources, text, n_ctx, n_chunks, progress=progress)
+
+
+def imatrix(args: argparse.Namespace) -> int:
+    from ggq.imatrix_file import write_imatrix
+    from ggq.runtime.api import set_threads
+    set_threads(args.threads)
+    out = Path(args.outfile)
+    if out.is_dir() or not out.parent.is_dir():
+        raise GGQError("output folder does not exist" if not out.parent.is_dir() else "output path is a folder", out)
+    text = read_text(args.file)
+    stats, n_chunks = _collect_any(args.model, text, args.ctx, args.chunks, _progress("chunk"))
+    imatrix = stats.imatrix([args.file], n_chunks, args.ctx)
+    write_imatrix(out, imatrix)
+    print(f"wrote {out}: {len(imatrix.entries)} entries, {n_chunks} chunks of {args.ctx} tokens")
+    return 0
+
+
+# ---- ggq convert: calibration options ---------------------------------------------------------------
+
+def quant_args(p: argparse.ArgumentParser) -> None:
+    from ggq.convert.calibrated import METHODS
+    g = p.add_argument_group("calibrated quantization")
+    g.add_argument("--method", choices=list(METHODS), help="rounding: " + "; ".join(
+        f"{k}: {v[1]}" for k, v in METHODS.items()) + " (default: gptq with --calibration, imatrix with "
+        "--imatrix, else rtn)")
+    g.add_argument("--imatrix", metavar="FILE", help="importance matrix file (llama-imatrix's GGUF or .dat, or ggq's)")
+    g.add_argument("--calibration", metavar="TEXT", help="calibration text, run through the checkpoint in this run")
+    g.add_argument("--calibration-ctx", type=int, default=512, help="tokens per calibration chunk (default 512)")
+    g.add_argument("--calibration-chunks", type=int, default=-1, help="calibration chunks (default: all)")
+
+
+def quant_options(args: argparse.Namespace):
+    from ggq.convert.calibrated import QuantOptions
+    if not (args.method or args.imatrix or args.calibration):
+        return None
+    return QuantOptions(args.method, args.imatrix, args.calibration, args.calibration_ctx, args.calibration_chunks)

@@ -168,11 +168,11 @@ def chunk_logits(tf, chunk: np.ndarray, bos_id: int | None) -> np.ndarray:
     return logits
 
 
-def _bos(tokenizer) -> int | None:
+def bos_for(tokenizer) -> int | None:
     return tokenizer.bos_id if tokenizer.add_bos and tokenizer.bos_id is not None else None
 
 
-def _chunked_tokens(tokenizer, text: str, n_ctx: int, n_chunks: int) -> np.ndarray:
+def chunked_tokens(tokenizer, text: str, n_ctx: int, n_chunks: int) -> np.ndarray:
     tokens = np.asarray(tokenizer.encode(text, add_special=True, parse_special=False), dtype=np.int32)
     if len(tokens) < 2 * n_ctx:
         raise GGQError(f"need at least {2 * n_ctx} tokens for a context of {n_ctx}; the text has {len(tokens)}")
@@ -186,7 +186,7 @@ def save_base_logits(tf, tokenizer, text: str, path, n_ctx: int = 512, n_chunks:
     """Run the base model over the text's chunks and write its base logits file (atomically)."""
     if n_ctx < 4 or n_ctx > tf.ctx_size:
         raise GGQError(f"context {n_ctx} must be between 4 and the model context {tf.ctx_size}")
-    tokens = _chunked_tokens(tokenizer, text, n_ctx, n_chunks)
+    tokens = chunked_tokens(tokenizer, text, n_ctx, n_chunks)
     n_chunk, n_vocab, first = len(tokens) // n_ctx, tf.params.n_vocab, n_ctx // 2
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
@@ -196,7 +196,7 @@ def save_base_logits(tf, tokenizer, text: str, path, n_ctx: int = 512, n_chunks:
             rows = np.empty((scored_per_chunk(n_ctx), row_width(n_vocab)), np.uint16)
             for c in range(n_chunk):
                 chunk = tokens[c * n_ctx:(c + 1) * n_ctx]
-                logits = chunk_logits(tf, chunk, _bos(tokenizer))
+                logits = chunk_logits(tf, chunk, bos_for(tokenizer))
                 encode_log_probs(logits[first:n_ctx - 1], chunk[first + 1:].astype(np.int64), rows)
                 f.write(rows.tobytes())
                 if progress:
@@ -258,7 +258,7 @@ def kl_divergence(tf, tokenizer, base: BaseLogits, n_chunks: int = -1,
     same = np.empty(n * scored, np.bool_)
     for c in range(n):
         chunk = base.tokens[c * n_ctx:(c + 1) * n_ctx]
-        logits = chunk_logits(tf, chunk, _bos(tokenizer))
+        logits = chunk_logits(tf, chunk, bos_for(tokenizer))
         part = slice(c * scored, (c + 1) * scored)
         compare_rows(logits[first:n_ctx - 1], np.asarray(base.rows[c]), chunk[first + 1:].astype(np.int64),
                      kld[part], nll[part], nll_base[part], same[part])

@@ -1,0 +1,59 @@
+"""Calibration statistics straight from a checkpoint: the converter's own float32 tensors, run by ggq's
+runtime, with no intermediate GGUF file.
+
+`SourceModel` presents the tensors a conversion would write (after the converter's q/k permutation,
+norm shift, embedding trim) as the small part of GGUFFile's interface that the runtime reads:
+`metadata`, `tensors` (TensorInfo, all F32) and `raw(name)`. Each tensor is loaded once, as float32.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ggq.gguf_read import TensorInfo
+from ggq.gguf_write import Typed
+from ggq.qtypes import qtype
+
+
+def _plain(value):
+    """Metadata as GGUFFile.metadata holds it: plain values, not Typed wrappers."""
+    value = value.value if isinstance(value, Typed) else value
+    return [_plain(v) for v in value] if isinstance(value, list) else value
+
+
+class SourceModel:
+    """The converter's float32 tensors as a model the runtime can open (Transformer(SourceModel(...)))."""
+
+    def __init__(self, metadata: dict, sources: Sequence, name: str = "<checkpoint>"):
+        self.path = name
+        self.metadata = {k: _plain(v) for k, v in metadata.items()}
+        f32 = qtype("F32")
+        self._sources = {s.name: s for s in sources}
+        self.tensors = {s.name: TensorInfo(s.name, tuple(s.shape), f32, 0, 4 * int(np.prod(s.shape)))
+                        for s in sources}
+        self._loaded: dict[str, np.ndarray] = {}
+
+    def raw(self, name: str) -> np.ndarray:
+        """The tensor's float32 values as bytes, shaped (*shape[:-1], row_bytes) like GGUFFile.raw."""
+        if name not in self._loaded:
+            values = np.ascontiguousarray(self._sources[name].load(), dtype=np.float32)
+            self._loaded[name] = values.view(np.uint8).reshape(*values.shape[:-1], 4 * values.shape[-1])
+        return self._loaded[name]
+
+    def close(self) -> None:
+        self._loaded.clear()
+
+
+def calibrate(metadata: dict, sources: Sequence, text: str, n_ctx: int = 512, n_chunks: int = -1,
+              gram: bool = False, progress: Callable[[int, int], None] | None = None):
+    """Run the calibration text through the checkpoint in float32: (InputStatistics, chunks run)."""
+    from ggq.runtime.imatrix import collect
+    from ggq.runtime.model import Transformer
+    from ggq.runtime.tokenizer import Tokenizer
+    model = SourceModel(metadata, sources)
+    try:
+        tf = Transformer(model, ctx_size=n_ctx)
+        return collect(tf, Tokenizer.from_metadata(model.metadata), text, n_ctx, n_chunks, gram, progress)
+    finally:
+        model.close()
