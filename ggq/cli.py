@@ -112,6 +112,12 @@ def _run_args(p: argparse.ArgumentParser) -> None:
                    "8-bit activations and integer dot products, as llama.cpp)")
     p.add_argument("--match-llamacpp", action="store_true", help="compute every token with llama.cpp's own CPU "
                    "arithmetic (x86 AVX-512 build), so that greedy output is llama.cpp's bit for bit (slower)")
+    _device_arg(p)
+
+
+def _device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="compute on the CPU (default) or an NVIDIA GPU (needs ggq[cuda])")
 
 
 def _chat_template(value: str | None) -> str | None:
@@ -145,7 +151,7 @@ def _run(args: argparse.Namespace) -> int:
     path = resolve_model(args.model, args.revision)
     model = ggq.load(path, threads=args.threads, ctx_size=args.ctx_size,
                      chat_template=_chat_template(args.chat_template), exact=args.exact,
-                     match_llamacpp=args.match_llamacpp)
+                     match_llamacpp=args.match_llamacpp, device=args.device)
     max_tokens = args.n_predict if args.n_predict >= 0 else model.transformer.ctx_size
     sampling = dict(temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                     repeat_penalty=args.repeat_penalty, seed=args.seed)
@@ -172,6 +178,7 @@ def _perplexity_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-t", "--threads", type=int, default=None, help="threads (default: physical cores)")
     p.add_argument("--match-llamacpp", action="store_true", help="llama.cpp's own CPU arithmetic, token by token "
                    "(slower)")
+    _device_arg(p)
 
 
 def _perplexity(args: argparse.Namespace) -> int:
@@ -185,7 +192,7 @@ def _perplexity(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as e:
         raise GGQError(f"cannot read text: {e}", args.file) from None
     set_threads(args.threads)
-    tf = open_model(args.model, ctx_size=args.ctx, match_llamacpp=args.match_llamacpp)
+    tf = open_model(args.model, ctx_size=args.ctx, match_llamacpp=args.match_llamacpp, device=args.device)
     result = perplexity(tf, Tokenizer.from_metadata(tf.gguf.metadata), text, n_ctx=args.ctx, n_chunks=args.chunks,
                         progress=lambda s: print(s, end="", flush=True))
     print()
@@ -203,12 +210,13 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-r", "--repetitions", type=int, default=5, help="timed runs of each test (default 5)")
     p.add_argument("--exact", action="store_true", help="decode with float32 activations (default: 8-bit, as llama.cpp)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    _device_arg(p)
 
 
 def _bench(args: argparse.Namespace) -> int:
     import json
     from ggq.runtime.bench import bench, format_result
-    result = bench(args.model, args.n_prompt, args.n_gen, args.threads, args.repetitions, args.exact)
+    result = bench(args.model, args.n_prompt, args.n_gen, args.threads, args.repetitions, args.exact, args.device)
     print(json.dumps(result.as_dict(), indent=1) if args.json else format_result(result))
     return 0
 

@@ -149,16 +149,18 @@ def _sampling(options: dict) -> dict:
 
 
 def load(path: str | os.PathLike, threads: int | None = None, ctx_size: int | None = None,
-         chat_template: str | None = None, exact: bool = False, match_llamacpp: bool = False) -> Model:
+         chat_template: str | None = None, exact: bool = False, match_llamacpp: bool = False,
+         device: str = "cpu") -> Model:
     """Open a GGUF model: `threads` for the kernels (default: physical cores), `ctx_size` positions of
     KV cache (default: the model's training context, at most 4096), `chat_template` to override the
     model's own. Prompts always run with float32 activations; generated tokens run with activations
     rounded to 8-bit blocks and integer dot products, as llama.cpp computes them, unless `exact`.
     `match_llamacpp` runs every token, prompt ones included, through llama.cpp's own CPU arithmetic
     (x86 AVX-512 build: 8-bit activations, F16 KV cache with flash attention, ggml's norm, rope and
-    SiLU), so that greedy output is llama.cpp's bit for bit; prompts are then fed a token at a time."""
+    SiLU), so that greedy output is llama.cpp's bit for bit; prompts are then fed a token at a time.
+    `device="cuda"` computes on an NVIDIA GPU (runtime/cuda; float32 activations, as exact)."""
     set_threads(threads)
-    tf = open_model(path, ctx_size=ctx_size, exact=exact, match_llamacpp=match_llamacpp)
+    tf = open_model(path, ctx_size=ctx_size, exact=exact, match_llamacpp=match_llamacpp, device=device)
     try:
         tokenizer = Tokenizer.from_metadata(tf.gguf.metadata)
     except BaseException:

@@ -9,7 +9,7 @@ import math
 import numpy as np
 from numba import cuda, float32, float64
 
-from ggq.runtime.cuda.kernels import WARP, _block_max, _block_sum
+from ggq.runtime.cuda.kernels import ARGMAX_THREADS, WARP, _block_max, _block_sum
 
 MAX_HEAD_DIM = 256
 
@@ -97,9 +97,9 @@ def attend(qkv, k_cache, v_cache, state, window, scores, out):
 
 @cuda.jit
 def argmax_token(logits, state):
-    """state[0] = argmax of logits[0] (the first index among equal maxima, as numpy's argmax); one block."""
-    best_v = cuda.shared.array(1024, float32)
-    best_i = cuda.shared.array(1024, np.int64)
+    """state[2] = argmax of logits[0] (the first index among equal maxima, as numpy's argmax); one block."""
+    best_v = cuda.shared.array(ARGMAX_THREADS, float32)
+    best_i = cuda.shared.array(ARGMAX_THREADS, np.int64)
     tid, nt, n = cuda.threadIdx.x, cuda.blockDim.x, logits.shape[1]
     v, idx = float32(-np.inf), n
     for i in range(tid, n, nt):
@@ -116,4 +116,4 @@ def argmax_token(logits, state):
         cuda.syncthreads()
         step //= 2
     if tid == 0:
-        state[0] = best_i[0]
+        state[2] = best_i[0]

@@ -7,7 +7,7 @@ spec flags of params.ARCHS), on the GPU.
     token = backend.next_token(token, pos)                   # the same, greedy, only the id comes back
 
 The decode step is one list of launches, made once and captured as a CUDA graph (launch.Replay); the
-token id and its position travel in `state` (2 int64 on the device). Activations are float32 throughout
+token id and its position travel in `state` (3 int64 on the device: token, position, greedy next token). Activations are float32 throughout
 (the CPU runtime's exact=True arithmetic), weights are dequantized inside the dot products.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Buffers:
         self.logits = cuda.device_array((BATCH, p.n_vocab), f32)
         self.scores = cuda.device_array((BATCH, p.n_head, ctx), f32)
         self.ids = cuda.device_array(BATCH, np.int64)
-        self.state = cuda.to_device(np.zeros(2, np.int64))
+        self.state = cuda.to_device(np.zeros(3, np.int64))
         cache = (p.n_layer, p.n_head_kv, ctx, hd)
         self.k_cache = cuda.to_device(np.zeros(cache, f32))
         self.v_cache = cuda.to_device(np.zeros(cache, f32))
@@ -53,7 +53,7 @@ class CudaBackend:
         self.eps, self.attn_scale = float(p.rms_eps), float(p.attn_scale)
         self.gelu = p.spec.activation == "gelu_tanh"
         self.softcap = float(p.final_softcap or 0.0)
-        self.host_state = cuda.pinned_array(2, np.int64)
+        self.host_state = cuda.pinned_array(3, np.int64)
         self.host_logits = cuda.pinned_array((1, p.n_vocab), np.float32)
         self.replay = Replay(self._decode_launches())
         self._captured = False
@@ -75,7 +75,7 @@ class CudaBackend:
         """gemma3: x += rmsnorm(h) * w after attention and FFN (others add straight into x)."""
         if not self.params.spec.post_norms:
             return []
-        return [Launch(kn.add_rmsnorm, (n,), 256, 0, (self.b.x, self.b.h, self.w.vec[name][i], self.eps))]
+        return [Launch(kn.add_rmsnorm, (n,), kn.ROW_THREADS, 0, (self.b.x, self.b.h, self.w.vec[name][i], self.eps))]
 
     # ---- decode: one token, a fixed list of launches -------------------------------------------------
     def _matvec(self, mats, x, up, norm_w, prep, out, accumulate, softcap=0.0) -> Launch:
@@ -104,7 +104,7 @@ class CudaBackend:
             plan += self._post_norm("ffn_post", i, 1)
         plan.append(self._matvec(w.output, x, x, v["output_norm"][0], kn.PREP_NORM, b.logits[one], False,
                                  self.softcap))
-        plan.append(Launch(at.argmax_token, (1,), 1024, 0, (b.logits[one], b.state)))
+        plan.append(Launch(at.argmax_token, (1,), kn.ARGMAX_THREADS, 0, (b.logits[one], b.state)))
         return plan
 
     @property
@@ -134,7 +134,7 @@ class CudaBackend:
         self._step(token, pos)
         self.b.state.copy_to_host(self.host_state, stream=self.replay.stream)
         self.replay.stream.synchronize()
-        return int(self.host_state[0])
+        return int(self.host_state[2])
 
     # ---- prompts: batched kernels, launched from Python per pass -------------------------------------
     def _matmul(self, mats, x, n: int, out, accumulate: bool, softcap: float = 0.0) -> Launch:
@@ -147,14 +147,14 @@ class CudaBackend:
         plan = [Launch(kn.embed, (n,), kn.THREADS, 0, (b.ids, w.embed, *w.views.args(), np.float32(p.embed_scale),
                                                        b.x))]
         for i in range(p.n_layer):
-            plan.append(Launch(kn.rmsnorm_rows, (n,), 256, 0, (b.x, v["attn_norm"][i], self.eps, b.h)))
+            plan.append(Launch(kn.rmsnorm_rows, (n,), kn.ROW_THREADS, 0, (b.x, v["attn_norm"][i], self.eps, b.h)))
             plan.append(self._matmul(w.qkv[i], b.h, n, b.qkv, False))
             plan += self._attention_launches(i, n)
             plan.append(self._matmul(w.wo[i], b.att, n, b.h if post else b.x, not post))
             plan += self._post_norm("attn_post", i, n)
-            plan.append(Launch(kn.rmsnorm_rows, (n,), 256, 0, (b.x, v["ffn_norm"][i], self.eps, b.h)))
+            plan.append(Launch(kn.rmsnorm_rows, (n,), kn.ROW_THREADS, 0, (b.x, v["ffn_norm"][i], self.eps, b.h)))
             plan.append(self._matmul(w.gate_up[i], b.h, n, b.gu, False))
-            plan.append(Launch(kn.gate_act, (-(-p.n_ff // 256), n), 256, 0, (b.gu, p.n_ff, self.gelu)))
+            plan.append(Launch(kn.gate_act, (-(-p.n_ff // kn.ROW_THREADS), n), kn.ROW_THREADS, 0, (b.gu, p.n_ff, self.gelu)))
             plan.append(self._matmul(w.down[i], b.gu[:, :p.n_ff], n, b.h if post else b.x, not post))
             plan += self._post_norm("ffn_post", i, n)
         return plan
@@ -165,7 +165,7 @@ class CudaBackend:
             last = b.x[n - 1:n]
             return [self._matvec(w.output, last, last, v["output_norm"][0], kn.PREP_NORM, b.logits[0:1], False,
                                  self.softcap)]
-        return [Launch(kn.rmsnorm_rows, (n,), 256, 0, (b.x, v["output_norm"][0], self.eps, b.h)),
+        return [Launch(kn.rmsnorm_rows, (n,), kn.ROW_THREADS, 0, (b.x, v["output_norm"][0], self.eps, b.h)),
                 self._matmul(w.output, b.h, n, b.logits, False, self.softcap)]
 
     def forward(self, ids: np.ndarray, pos: int, logits: np.ndarray, all_logits: bool) -> np.ndarray:

@@ -18,8 +18,13 @@ from numba import config, cuda, float32, float64
 from ggq.runtime.cuda.quant import UNIT, unit_dequant, unit_dot
 
 WARP = 32
-MATVEC_WARPS = 8                # rows per matvec block (one warp a row)
-THREADS = 128                   # threads of the per-token / per-head kernels
+# Numba's CUDA simulator runs a Python thread per GPU thread: there, blocks are made smaller (the kernels
+# are written for any block size that is a multiple of 32)
+SIMULATED = config.ENABLE_CUDASIM
+MATVEC_WARPS = 2 if SIMULATED else 8    # rows per matvec block (one warp a row)
+THREADS = 32 if SIMULATED else 128      # threads of the per-head kernels
+ROW_THREADS = 32 if SIMULATED else 256  # threads of the per-token kernels (norms, activations)
+ARGMAX_THREADS = 32 if SIMULATED else 1024
 PREP_NORM, PREP_SILU, PREP_GELU, PREP_COPY = 0, 1, 2, 3
 GELU_C = math.sqrt(2.0 / math.pi)
 TILE_ROWS, TILE_TOKENS, TILE_K = 64, 64, 32   # the prompt matmul's block tile (TILE_K: two units)
@@ -35,7 +40,6 @@ def padded(n: int) -> int:
 # Warp reductions: shuffles on the GPU; Numba's CUDA simulator has none, so there the same reduction
 # runs through shared memory (SCRATCH floats per block, block-wide barriers). Either way the result is
 # valid in lane 0 of each warp, and every thread of the block must take part.
-SIMULATED = config.ENABLE_CUDASIM
 SCRATCH = 1024 if SIMULATED else 1
 
 if SIMULATED:
