@@ -6,7 +6,10 @@
 """
 from __future__ import annotations
 
+from ggq import blas_core
 from ggq.errors import GGQError
+
+blas_core.apply()  # OpenBLAS's kernel set measured for this CPU, before anything loads numpy
 
 __version__ = "0.1.0"
 __all__ = ["GGQError", "load", "__version__"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ggq import blas_core
 from ggq.errors import GGQError
 
 
@@ -19,6 +20,7 @@ def tune(args: argparse.Namespace) -> int:
     print(f"CPU: {tuning.cpu_id()}")
     print(f"cache: {tuning.cache_path()}{'' if tuning.enabled() else '  (GGQ_TUNE=0: tuning is off)'}")
     if args.show:
+        _print_blas(blas_core.cached_choice())
         for threads, choices in sorted(tuning.cached_section().items()):
             print(f"{threads} thread(s):")
             print(tuning.format_choices(choices))
@@ -33,8 +35,24 @@ def tune(args: argparse.Namespace) -> int:
     try:
         step = DecodeStep(tf, exact=False)  # not tf.compiled_step(): that tunes quietly on first use
         choices = tuning.tune(step, threads, force=args.force, progress=lambda key: print(f"  timing {key}"))
+        blas = blas_core.tune((512, tf.params.n_embd, tf.params.n_ff), force=args.force)
     finally:
         tf.gguf.close()
+    _print_blas(blas)
     print(f"{threads} thread(s):")
     print(tuning.format_choices(choices) if choices else "  nothing to tune (GGQ_TUNE=0)")
     return 0
+
+
+def _print_blas(record: dict | None) -> None:
+    """The prompt path's OpenBLAS kernel set: the cached choice, and whether this process runs it."""
+    import os
+    if not record:
+        print("OpenBLAS kernels: not measured on this CPU")
+        return
+    times = "  ".join(f"{core}: {g} GFLOP/s" for core, g in record["gflops"].items())
+    running = os.environ.get("OPENBLAS_CORETYPE", "auto")
+    print(f"OpenBLAS kernels: {record['core'] or 'auto'} (1 thread: {times}; this process: {running})")
+    if running != (record["core"] or "auto") and os.environ.get("OPENBLAS_CORETYPE") is not None:
+        print("  OPENBLAS_CORETYPE is set in the environment, and a value the user set wins: unset it for the "
+              "measured choice")

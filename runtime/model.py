@@ -181,9 +181,11 @@ class Transformer:
         steps at a spare position)."""
         if self._step is None:
             import numba
+            from ggq import blas_core
             from ggq.runtime.tune import tune
             self._step = DecodeStep(self, self.exact)
             tune(self._step, numba.get_num_threads())
+            blas_core.tune((512, self.params.n_embd, self.params.n_ff))  # prompts, from the next process
         return self._step
 
     def _embed_one(self, token: int) -> None:
