@@ -33,6 +33,9 @@ class QuantOptions:
     calibration: str | None = None     # a calibration text
     ctx: int = 512
     chunks: int = DEFAULT_CHUNKS
+    # library use: statistics already collected (runtime.imatrix.InputStatistics with its chunk count),
+    # so that several conversions of one checkpoint share one calibration run
+    statistics: tuple | None = None
 
     @property
     def chosen(self) -> str:
@@ -66,6 +69,10 @@ def _statistics(quant: QuantOptions, ckpt, quiet: bool):
     if quant.imatrix:
         imatrix = read_imatrix(quant.imatrix)
         return imatrix, None, _imatrix_metadata(quant.imatrix, imatrix)
+    if quant.statistics is not None:
+        stats, n_chunks = quant.statistics
+        imatrix = stats.imatrix([quant.calibration], n_chunks, quant.ctx)
+        return imatrix, stats, _imatrix_metadata(quant.calibration, imatrix)
     from ggq.convert.calibration import calibrate
     from ggq.quality_cli import read_text
     text = read_text(quant.calibration)

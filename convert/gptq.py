@@ -4,16 +4,16 @@ A weight W [rows, cols] multiplies inputs x; with H = XᵀX of its calibration i
 of a rounding Q is tr((W - Q) H (W - Q)ᵀ). GPTQ quantizes columns in order and moves each column's
 rounding error onto the columns not yet quantized, in the direction H says they can absorb it.
 
-Here the unit of rounding is one ggml block of columns (32 for the legacy types, a 256-wide
-super-block for the k-quants): its block scales are chosen jointly by the format's own scale search, so
-the bytes are exactly what ggq's (llama.cpp's) quantizer writes for those values and llama.cpp reads
-them unchanged. With U the upper Cholesky factor of H⁻¹ and g the block's columns, r the later ones:
-
-    E = W_g - Q_g;   W_r -= (E U_gg⁻¹) U_gr
-
-which is the column-by-column GPTQ update for a block whose values were fixed together. The scale
-search weights column j by the diagonal of (U_ggᵀ U_gg)⁻¹, the Hessian of the block's error once the
-later columns compensate (its diagonal, since the quantizers take one weight per column).
+Blocks are ggml's own: for each block of columns (32 for the legacy types, a 256-wide super-block for
+the k-quants) the format's scale search picks the scales from the current, error-updated values, so
+llama.cpp reads the result unchanged. The search weights column j by the diagonal of (U_ggᵀ U_gg)⁻¹
+(U the upper Cholesky factor of H⁻¹, g the block's columns): the Hessian of the block's error once
+the later columns compensate. Then
+  - legacy types (convert/legacy_grid.py knows their grids): GPTQ proper, column by column inside the
+    block on the fixed scale, each error fed to the block's later columns, the block's to the rest;
+  - k-quants: the super-block's values as the quantizer rounds them, its error E = W_g - Q_g fed to
+    the later columns as W_r -= (E U_gg⁻¹) U_gr, which is the column-by-column update for values that
+    were fixed together (no feedback inside the super-block).
 """
 from __future__ import annotations
 
@@ -42,24 +42,58 @@ def inverse_cholesky(h: np.ndarray, damp: float = DAMP) -> np.ndarray:
 def gptq_quantize(w: np.ndarray, h: np.ndarray, qt: QType, damp: float = DAMP) -> np.ndarray:
     """W [rows, cols] float32 -> ggml blocks of type qt (uint8 [rows, row_bytes]), rounding errors
     compensated through H = XᵀX [cols, cols]."""
-    from ggq.quants import dequantize, quantize
+    from ggq.convert.legacy_grid import GRIDS
     rows, cols = w.shape
     group = qt.block_size
     u = inverse_cholesky(h, damp)
     work = w.astype(np.float64)
     out = np.empty((rows, qt.row_bytes(cols)), np.uint8)
     block_bytes = qt.row_bytes(group)
+    quantize_block = _block_by_columns if qt.name in GRIDS else _block_jointly
     for g0 in range(0, cols, group):
-        g1 = g0 + group
-        u_gg_inv = np.linalg.solve(u[g0:g1, g0:g1], np.eye(group))
-        importance = (u_gg_inv * u_gg_inv).sum(axis=1).astype(np.float32)
-        current = work[:, g0:g1].astype(np.float32)
-        blocks = quantize(current, qt, importance)
+        blocks = quantize_block(work, u, g0, g0 + group, qt)
         out[:, g0 // group * block_bytes:(g0 // group + 1) * block_bytes] = blocks
-        if g1 < cols:
-            error = current.astype(np.float64) - dequantize(blocks, qt).astype(np.float64)
-            work[:, g1:] -= (error @ u_gg_inv) @ u[g0:g1, g1:]
     return out
+
+
+def _block_importance(u_gg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(U_gg⁻¹, the scale search's per-column weights: diagonal of (U_ggᵀ U_gg)⁻¹)."""
+    u_gg_inv = np.linalg.solve(u_gg, np.eye(u_gg.shape[0]))
+    return u_gg_inv, (u_gg_inv * u_gg_inv).sum(axis=1).astype(np.float32)
+
+
+def _block_jointly(work: np.ndarray, u: np.ndarray, g0: int, g1: int, qt: QType) -> np.ndarray:
+    """One block of columns rounded together by the format's quantizer (the k-quants' super-blocks,
+    whose packing differs per format); its error is then moved onto the later columns."""
+    from ggq.quants import dequantize, quantize
+    u_gg_inv, importance = _block_importance(u[g0:g1, g0:g1])
+    current = work[:, g0:g1].astype(np.float32)
+    blocks = quantize(current, qt, importance)
+    if g1 < work.shape[1]:
+        error = current.astype(np.float64) - dequantize(blocks, qt).astype(np.float64)
+        work[:, g1:] -= (error @ u_gg_inv) @ u[g0:g1, g1:]
+    return blocks
+
+
+def _block_by_columns(work: np.ndarray, u: np.ndarray, g0: int, g1: int, qt: QType) -> np.ndarray:
+    """One legacy block: its scale chosen by the format's quantizer, then column by column each value
+    rounded on that grid and its error moved onto the block's later columns (GPTQ proper), the block's
+    errors onto the later blocks at the end."""
+    from ggq.convert.legacy_grid import round_column, scale_and_min, write_levels
+    from ggq.quants import quantize
+    _, importance = _block_importance(u[g0:g1, g0:g1])
+    blocks = quantize(work[:, g0:g1].astype(np.float32), qt, importance)
+    d, m = scale_and_min(blocks, qt.name)
+    levels = np.empty((work.shape[0], g1 - g0), np.int32)
+    errors = np.empty((work.shape[0], g1 - g0), np.float64)
+    for j in range(g0, g1):
+        levels[:, j - g0], values = round_column(work[:, j], d, m, qt.name)
+        errors[:, j - g0] = (work[:, j] - values) / u[j, j]
+        work[:, j + 1:g1] -= np.outer(errors[:, j - g0], u[j, j + 1:g1])
+    write_levels(blocks, levels, qt.name)
+    if g1 < work.shape[1]:
+        work[:, g1:] -= errors @ u[g0:g1, g1:]
+    return blocks
 
 
 def output_error(w: np.ndarray, q: np.ndarray, h: np.ndarray) -> float:
