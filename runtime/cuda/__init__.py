@@ -20,6 +20,11 @@ def cuda_backend(tf):
     if tf.match_llamacpp:
         raise GGQError("match_llamacpp reproduces llama.cpp's CPU arithmetic; it has no CUDA form",
                        "--device cuda")
+    import numpy as np
+    if not hasattr(np, "row_stack"):
+        # numba-cuda 0.30 registers an overload of np.row_stack when it first compiles; numpy 2.5 removed
+        # that alias of vstack, and the registration fails with an AttributeError
+        np.row_stack = np.vstack
     try:
         from numba import cuda
     except ImportError as e:
