@@ -11,6 +11,7 @@ rows of the weight tile split between them, and Numba's kernels run in between, 
 from __future__ import annotations
 
 import ctypes
+import functools
 import glob
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -71,16 +72,24 @@ def matmul_split(x: np.ndarray, rows: np.ndarray, out_cols: np.ndarray) -> None:
         job.result()
 
 
+@functools.lru_cache(maxsize=4)
+def _mask(n_q: int, pos0: int, window: int) -> np.ndarray:
+    """[n_q, pos0 + n_q] additive mask: 0 where query pos0 + i may see key j, -inf elsewhere (causal,
+    and within the window if one is set). Made once per prompt batch, shared by every head and layer
+    (building it per head, with boolean indexing, took a third of a prompt's attention time)."""
+    query_pos = np.arange(pos0, pos0 + n_q)[:, None]
+    key_pos = np.arange(pos0 + n_q)[None, :]
+    hidden = key_pos > query_pos
+    if window > 0:
+        hidden |= key_pos <= query_pos - window
+    return np.where(hidden, np.float32(-np.inf), np.float32(0.0))
+
+
 def _attend_head(q_h, k, v, pos0: int, window: int, out_h) -> None:
     """One query head over its kv head: softmax(q k^T + causal/window mask) v, as two BLAS products."""
     n_k = pos0 + q_h.shape[0]
     scores = q_h @ k[:n_k].T                                   # [T, n_k]
-    query_pos = np.arange(pos0, n_k)[:, None]
-    key_pos = np.arange(n_k)[None, :]
-    hidden = key_pos > query_pos
-    if window > 0:
-        hidden |= key_pos <= query_pos - window
-    scores[hidden] = -np.inf
+    scores += _mask(q_h.shape[0], pos0, window)
     scores -= scores.max(axis=1, keepdims=True)
     np.exp(scores, out=scores)
     scores /= scores.sum(axis=1, keepdims=True)

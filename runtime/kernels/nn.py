@@ -86,19 +86,19 @@ def attention(q, k_cache, v_cache, pos0, window, scores, out):
                     out[t, h, d] += wgt * v_cache[kv, j, d]
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)  # a prompt's [512, n_ff] took 1.5 ms a layer on one thread
 def silu_mul(gate, up):
     """gate <- silu(gate) * up, element-wise over [T, n_ff]."""
-    for r in range(gate.shape[0]):
+    for r in prange(gate.shape[0]):
         for i in range(gate.shape[1]):
             g = gate[r, i]
             gate[r, i] = g / (np.float32(1.0) + np.float32(math.exp(-g))) * up[r, i]
 
 
-@njit(cache=True)
+@njit(parallel=True, cache=True)
 def gelu_tanh_mul(gate, up):
     """gate <- gelu_tanh(gate) * up (the tanh approximation gemma uses)."""
-    for r in range(gate.shape[0]):
+    for r in prange(gate.shape[0]):
         for i in range(gate.shape[1]):
             g = np.float64(gate[r, i])
             gelu = 0.5 * g * (1.0 + math.tanh(GELU_C * (g + 0.044715 * g * g * g)))
