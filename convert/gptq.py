@@ -9,11 +9,11 @@ the k-quants) the format's scale search picks the scales from the current, error
 llama.cpp reads the result unchanged. The search weights column j by the diagonal of (U_ggᵀ U_gg)⁻¹
 (U the upper Cholesky factor of H⁻¹, g the block's columns): the Hessian of the block's error once
 the later columns compensate. Then
-  - legacy types (convert/legacy_grid.py knows their grids): GPTQ proper, column by column inside the
-    block on the fixed scale, each error fed to the block's later columns, the block's to the rest;
-  - k-quants: the super-block's values as the quantizer rounds them, its error E = W_g - Q_g fed to
-    the later columns as W_r -= (E U_gg⁻¹) U_gr, which is the column-by-column update for values that
-    were fixed together (no feedback inside the super-block).
+  - every legacy and k-quant type (convert/block_grids.py knows their grids): GPTQ proper, column by
+    column inside the block on the fixed scales, each error fed to the block's later columns, the
+    block's errors to the rest;
+  - another type: the block's values as the quantizer rounds them, its error E = W_g - Q_g fed to the
+    later columns as W_r -= (E U_gg⁻¹) U_gr, the column-by-column update for values fixed together.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def inverse_cholesky(h: np.ndarray, damp: float = DAMP) -> np.ndarray:
 def gptq_quantize(w: np.ndarray, h: np.ndarray, qt: QType, damp: float = DAMP) -> np.ndarray:
     """W [rows, cols] float32 -> ggml blocks of type qt (uint8 [rows, row_bytes]), rounding errors
     compensated through H = XᵀX [cols, cols]."""
-    from ggq.convert.legacy_grid import GRIDS
+    from ggq.convert.block_grids import GRIDS
     rows, cols = w.shape
     group = qt.block_size
     u = inverse_cholesky(h, damp)
@@ -63,8 +63,8 @@ def _block_importance(u_gg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _block_jointly(work: np.ndarray, u: np.ndarray, g0: int, g1: int, qt: QType) -> np.ndarray:
-    """One block of columns rounded together by the format's quantizer (the k-quants' super-blocks,
-    whose packing differs per format); its error is then moved onto the later columns."""
+    """One block of columns rounded together by the format's quantizer (a type whose grid
+    block_grids.py does not describe); its error is then moved onto the later columns."""
     from ggq.quants import dequantize, quantize
     u_gg_inv, importance = _block_importance(u[g0:g1, g0:g1])
     current = work[:, g0:g1].astype(np.float32)
@@ -76,21 +76,22 @@ def _block_jointly(work: np.ndarray, u: np.ndarray, g0: int, g1: int, qt: QType)
 
 
 def _block_by_columns(work: np.ndarray, u: np.ndarray, g0: int, g1: int, qt: QType) -> np.ndarray:
-    """One legacy block: its scale chosen by the format's quantizer, then column by column each value
+    """One block: its scales chosen by the format's quantizer, then column by column each value
     rounded on that grid and its error moved onto the block's later columns (GPTQ proper), the block's
     errors onto the later blocks at the end."""
-    from ggq.convert.legacy_grid import round_column, scale_and_min, write_levels
+    from ggq.convert.block_grids import GRIDS, round_column
     from ggq.quants import quantize
     _, importance = _block_importance(u[g0:g1, g0:g1])
     blocks = quantize(work[:, g0:g1].astype(np.float32), qt, importance)
-    d, m = scale_and_min(blocks, qt.name)
+    a, b = GRIDS[qt.name].affine(blocks)
     levels = np.empty((work.shape[0], g1 - g0), np.int32)
     errors = np.empty((work.shape[0], g1 - g0), np.float64)
     for j in range(g0, g1):
-        levels[:, j - g0], values = round_column(work[:, j], d, m, qt.name)
-        errors[:, j - g0] = (work[:, j] - values) / u[j, j]
-        work[:, j + 1:g1] -= np.outer(errors[:, j - g0], u[j, j + 1:g1])
-    write_levels(blocks, levels, qt.name)
+        c = j - g0
+        levels[:, c], values = round_column(work[:, j], a[:, c], b[:, c], qt.name)
+        errors[:, c] = (work[:, j] - values) / u[j, j]
+        work[:, j + 1:g1] -= np.outer(errors[:, c], u[j, j + 1:g1])
+    GRIDS[qt.name].write(blocks, levels)
     if g1 < work.shape[1]:
         work[:, g1:] -= errors @ u[g0:g1, g1:]
     return blocks
