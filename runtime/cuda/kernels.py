@@ -28,6 +28,7 @@ ARGMAX_THREADS = 32 if SIMULATED else 1024
 PREP_NORM, PREP_SILU, PREP_GELU, PREP_COPY = 0, 1, 2, 3
 GELU_C = math.sqrt(2.0 / math.pi)
 TILE_ROWS, TILE_TOKENS, TILE_K = 64, 64, 32   # the prompt matmul's block tile (TILE_K: two units)
+TILE_K_PAD = 33                 # TILE_K + 1: a row's shared-memory stride (a constant, as shapes must be)
 
 device = cuda.jit(device=True, inline=True)
 
@@ -161,8 +162,8 @@ def matvec(segs, u8, i8, f16, f32, x, up, norm_w, eps, prep, out, accumulate, so
 def matmul(segs, u8, i8, f16, f32, x, n_tokens, out, accumulate, softcap):
     """out[t, oo + r] (+)= W_s[r] . x[t] for the prompt: a block computes a 64-row x 64-token tile,
     dequantizing 32 columns of its rows into shared memory per step; each thread sums 4 x 4 outputs."""
-    ws = cuda.shared.array((TILE_ROWS, TILE_K + 1), float32)
-    xs = cuda.shared.array((TILE_TOKENS, TILE_K + 1), float32)
+    ws = cuda.shared.array((TILE_ROWS, TILE_K_PAD), float32)
+    xs = cuda.shared.array((TILE_TOKENS, TILE_K_PAD), float32)
     tid = cuda.threadIdx.x
     tx, ty = tid % 16, tid // 16
     s = _find_segment(segs, cuda.blockIdx.y, 5)
