@@ -16,6 +16,7 @@ One layer, in the order of the math (llama; the other architectures switch piece
 from __future__ import annotations
 
 import mmap
+import os
 
 import numpy as np
 
@@ -185,7 +186,8 @@ class Transformer:
             from ggq.runtime.tune import tune
             self._step = DecodeStep(self, self.exact)
             tune(self._step, numba.get_num_threads())
-            blas_core.tune((512, self.params.n_embd, self.params.n_ff))  # prompts, from the next process
+            if "OPENBLAS_CORETYPE" not in os.environ:  # else the user's choice stands: nothing to measure for
+                blas_core.tune((512, self.params.n_embd, self.params.n_ff))  # prompts, from the next process
         return self._step
 
     def _embed_one(self, token: int) -> None:

@@ -134,6 +134,9 @@ def tune(step, threads: int, force: bool = False, progress=None) -> dict:
     known = _section(data, threads)
     groups = _keys_by_size(mats)
     for key, rows in groups.items():  # cached choices first: the measured keys then see them
+        family = FAMILY[KINDS[mats[rows[0], KIND]]]
+        if key in known and known[key].get("shape") not in CANDIDATES[family]:
+            del known[key]  # measured among other candidates (an older ggq): measure again
         if key in known and not force:
             mats[rows, SHAPE] = known[key]["shape"]
     measured = {}

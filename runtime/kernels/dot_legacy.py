@@ -31,8 +31,6 @@ STEP = UNTUNED["legacy"]
 def _rows_q4_0(step, flat, r0, rb, xq, nb, out):
     if step == 32:
         v.rows32_q4_0(flat, r0, rb, xq, nb, out)
-    elif step == 16:
-        v.rows16_q4_0(flat, r0, rb, xq, nb, out)
     elif step == 4:
         v.rows4_q4_0(flat, r0, rb, xq, nb, out)
     else:
@@ -42,7 +40,7 @@ def _rows_q4_0(step, flat, r0, rb, xq, nb, out):
 @njit(parallel=True, cache=True)
 def matvec_q4_0(w, xq, out, step=STEP):
     flat, rb = w.reshape(-1), w.shape[1]
-    step = step if step in (1, 4, 16, 32) else 1
+    step = step if step == 4 or step == 32 else 1
     nb, groups = rb // 18, w.shape[0] // step
     for g in prange(groups):
         _rows_q4_0(step, flat, step * g, rb, xq, nb, out)
@@ -64,8 +62,6 @@ def matmat_q4_0(w, xq, out):
 def _rows_q4_1(step, flat, r0, rb, xq, nb, out):
     if step == 32:
         v.rows32_q4_1(flat, r0, rb, xq, nb, out)
-    elif step == 16:
-        v.rows16_q4_1(flat, r0, rb, xq, nb, out)
     elif step == 4:
         v.rows4_q4_1(flat, r0, rb, xq, nb, out)
     else:
@@ -75,7 +71,7 @@ def _rows_q4_1(step, flat, r0, rb, xq, nb, out):
 @njit(parallel=True, cache=True)
 def matvec_q4_1(w, xq, out, step=STEP):
     flat, rb = w.reshape(-1), w.shape[1]
-    step = step if step in (1, 4, 16, 32) else 1
+    step = step if step == 4 or step == 32 else 1
     nb, groups = rb // 20, w.shape[0] // step
     for g in prange(groups):
         _rows_q4_1(step, flat, step * g, rb, xq, nb, out)
@@ -97,8 +93,6 @@ def matmat_q4_1(w, xq, out):
 def _rows_q5_0(step, flat, r0, rb, xq, nb, out):
     if step == 32:
         v.rows32_q5_0(flat, r0, rb, xq, nb, out)
-    elif step == 16:
-        v.rows16_q5_0(flat, r0, rb, xq, nb, out)
     elif step == 4:
         v.rows4_q5_0(flat, r0, rb, xq, nb, out)
     else:
@@ -108,7 +102,7 @@ def _rows_q5_0(step, flat, r0, rb, xq, nb, out):
 @njit(parallel=True, cache=True)
 def matvec_q5_0(w, xq, out, step=STEP):
     flat, rb = w.reshape(-1), w.shape[1]
-    step = step if step in (1, 4, 16, 32) else 1
+    step = step if step == 4 or step == 32 else 1
     nb, groups = rb // 22, w.shape[0] // step
     for g in prange(groups):
         _rows_q5_0(step, flat, step * g, rb, xq, nb, out)
@@ -130,8 +124,6 @@ def matmat_q5_0(w, xq, out):
 def _rows_q5_1(step, flat, r0, rb, xq, nb, out):
     if step == 32:
         v.rows32_q5_1(flat, r0, rb, xq, nb, out)
-    elif step == 16:
-        v.rows16_q5_1(flat, r0, rb, xq, nb, out)
     elif step == 4:
         v.rows4_q5_1(flat, r0, rb, xq, nb, out)
     else:
@@ -141,7 +133,7 @@ def _rows_q5_1(step, flat, r0, rb, xq, nb, out):
 @njit(parallel=True, cache=True)
 def matvec_q5_1(w, xq, out, step=STEP):
     flat, rb = w.reshape(-1), w.shape[1]
-    step = step if step in (1, 4, 16, 32) else 1
+    step = step if step == 4 or step == 32 else 1
     nb, groups = rb // 24, w.shape[0] // step
     for g in prange(groups):
         _rows_q5_1(step, flat, step * g, rb, xq, nb, out)
@@ -163,8 +155,6 @@ def matmat_q5_1(w, xq, out):
 def _rows_q8_0(step, flat, r0, rb, xq, nb, out):
     if step == 32:
         v.rows32_q8_0(flat, r0, rb, xq, nb, out)
-    elif step == 16:
-        v.rows16_q8_0(flat, r0, rb, xq, nb, out)
     elif step == 4:
         v.rows4_q8_0(flat, r0, rb, xq, nb, out)
     else:
@@ -174,7 +164,7 @@ def _rows_q8_0(step, flat, r0, rb, xq, nb, out):
 @njit(parallel=True, cache=True)
 def matvec_q8_0(w, xq, out, step=STEP):
     flat, rb = w.reshape(-1), w.shape[1]
-    step = step if step in (1, 4, 16, 32) else 1
+    step = step if step == 4 or step == 32 else 1
     nb, groups = rb // 34, w.shape[0] // step
     for g in prange(groups):
         _rows_q8_0(step, flat, step * g, rb, xq, nb, out)

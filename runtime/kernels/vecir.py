@@ -216,7 +216,6 @@ LEGACY_KINDS = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0")
 # 1 row won by 3-5x on an AMD Zen 5, where 8-32 interleaved row streams ran at 4-7 GB/s.
 row1_q4_0, row1_q4_1, row1_q5_0, row1_q5_1, row1_q8_0 = (_legacy_rows(k, 1) for k in LEGACY_KINDS)
 rows4_q4_0, rows4_q4_1, rows4_q5_0, rows4_q5_1, rows4_q8_0 = (_legacy_rows(k, 4) for k in LEGACY_KINDS)
-rows16_q4_0, rows16_q4_1, rows16_q5_0, rows16_q5_1, rows16_q8_0 = (_legacy_rows(k, 16) for k in LEGACY_KINDS)
 rows32_q4_0, rows32_q4_1, rows32_q5_0, rows32_q5_1, rows32_q8_0 = (_legacy_rows(k, 32) for k in LEGACY_KINDS)
 
 
