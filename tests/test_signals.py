@@ -50,7 +50,7 @@ def test_signal_during_convert_leaves_nothing(tmp_path, signum):
     tiny.write_checkpoint(folder, "llama")
     out = tmp_path / "out.gguf"
     argv = ["convert", str(folder), "--type", "q8_0", "-o", str(out), "--quiet"]
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, *argv], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-P", "-c", CHILD, *argv], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     temps = lambda: list(tmp_path.glob(".out.gguf.tmp-*"))  # noqa: E731
     _wait_for(temps, "the temp file to appear", proc)
