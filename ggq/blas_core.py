@@ -12,11 +12,11 @@ nothing was measured yet (a choice made in a process applies from the next one).
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-from pathlib import Path
+
+from ggq import tune_cache
 
 # OpenBLAS core type -> the CPU flags (Linux /proc/cpuinfo names) its kernels need
 CORES: dict[str, frozenset[str]] = {
@@ -41,10 +41,6 @@ print(best)
 """
 
 
-def _cache_path() -> Path:
-    return Path(os.environ.get("NUMBA_CACHE_DIR") or Path.home() / ".cache" / "ggq" / "numba") / "ggq-tune.json"
-
-
 def _cpuinfo() -> tuple[str, set[str]]:
     """(CPU model name, flags) from /proc/cpuinfo; ("", set()) where there is none (macOS: Accelerate)."""
     try:
@@ -62,25 +58,14 @@ def _cpuinfo() -> tuple[str, set[str]]:
     return model, set(flags.split())
 
 
-def _enabled() -> bool:
-    return os.environ.get("GGQ_TUNE", "1").strip() not in ("0", "off", "no", "false")
-
-
-def _read() -> dict:
-    try:
-        return json.loads(_cache_path().read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def cached_choice() -> dict | None:
     model, _ = _cpuinfo()
-    return _read().get(SECTION, {}).get(model) if model else None
+    return tune_cache.read().get(SECTION, {}).get(model) if model else None
 
 
 def apply() -> None:
     """OPENBLAS_CORETYPE from the cache, if it can still take effect (see the module docstring)."""
-    if "numpy" in sys.modules or "OPENBLAS_CORETYPE" in os.environ or not _enabled():
+    if "numpy" in sys.modules or "OPENBLAS_CORETYPE" in os.environ or not tune_cache.enabled():
         return
     choice = cached_choice()
     if choice and choice.get("core"):
@@ -103,7 +88,7 @@ def tune(shape: tuple[int, int, int], force: bool = False) -> dict | None:
     """Time OpenBLAS's own pick ("") and every core type this CPU can run on a [t, k] x [k, n] matmul;
     cache {"core": winner or "", "gflops": {...}} for this CPU model. None where there is no choice."""
     model, flags = _cpuinfo()
-    if not model or not _enabled():
+    if not model or not tune_cache.enabled():
         return None
     if not force and cached_choice():
         return cached_choice()
@@ -112,14 +97,7 @@ def tune(shape: tuple[int, int, int], force: bool = False) -> dict | None:
     best = max(candidates, key=gflops.get)
     record = {"core": best if gflops[best] > gflops[""] * (1 + MARGIN) else "",
               "gflops": {core or "auto": round(g, 1) for core, g in gflops.items()}}
-    data = _read()
+    data = tune_cache.read()
     data.setdefault(SECTION, {})[model] = record
-    path = _cache_path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.blas.{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    tune_cache.write(data)
     return record

@@ -16,14 +16,13 @@ later model with the same keys tunes nothing. GGQ_TUNE=0 turns tuning off (the u
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 
+from ggq import tune_cache
 from ggq.runtime.kernels.shapes import CANDIDATES, FAMILY, UNTUNED
 from ggq.runtime.kernels.step import KINDS
 
@@ -33,12 +32,7 @@ MIN_ROUND_S = 0.02     # each timed round runs whole decode steps for at least t
 KIND, SHAPE = 3, 4     # columns of the decode step's matrix table (decode._matrix_table)
 
 
-def enabled() -> bool:
-    return os.environ.get("GGQ_TUNE", "1").strip() not in ("0", "off", "no", "false")
-
-
-def cache_path() -> Path:
-    return Path(os.environ.get("NUMBA_CACHE_DIR") or Path.home() / ".cache" / "ggq" / "numba") / "ggq-tune.json"
+cache_path, enabled = tune_cache.cache_path, tune_cache.enabled
 
 
 def cpu_id() -> str:
@@ -57,32 +51,13 @@ def matrix_key(mats: np.ndarray, m: int) -> str:
     return f"{KINDS[mats[m, KIND]]} {mats[m, 1]}x{mats[m, 2]}B"
 
 
-def _load() -> dict:
-    try:
-        return json.loads(cache_path().read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _save(data: dict) -> None:
-    """Write the cache atomically (another ggq process may be reading it)."""
-    path = cache_path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only cache: tune again next time
-
-
 def _section(data: dict, threads: int) -> dict:
     return data.setdefault(cpu_id(), {}).setdefault(str(threads), {})
 
 
 def cached_section() -> dict:
     """{threads: {key: {"shape": n, "times": {shape: seconds per step}}}} measured on this CPU."""
-    return _load().get(cpu_id(), {})
+    return tune_cache.read().get(cpu_id(), {})
 
 
 def untuned_shapes(mats: np.ndarray) -> np.ndarray:
@@ -130,7 +105,7 @@ def tune(step, threads: int, force: bool = False, progress=None) -> dict:
     mats[:, SHAPE] = untuned_shapes(mats)
     if not enabled() or step.flags[0]:  # exact: float activations, whose kernels take no shape
         return {}
-    data = _load()
+    data = tune_cache.read()
     known = _section(data, threads)
     groups = _keys_by_size(mats)
     for key, rows in groups.items():  # cached choices first: the measured keys then see them
@@ -149,7 +124,7 @@ def tune(step, threads: int, force: bool = False, progress=None) -> dict:
         choice, times = _tune_key(step, rows, family, step.spare_position)
         known[key] = measured[key] = {"shape": choice, "times": times}
     if measured:
-        _save(data)
+        tune_cache.write(data)
     return {key: known[key] for key in groups if key in known}
 
 

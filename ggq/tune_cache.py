@@ -1,0 +1,38 @@
+"""The file where ggq keeps what it measured on this machine: ggq-tune.json beside Numba's cache
+($NUMBA_CACHE_DIR, else ~/.cache/ggq/numba, as runtime/__init__.py sets it). Kernel shapes
+(runtime/tune.py) and OpenBLAS's kernel set (ggq/blas_core.py) each own a part of it. No numpy here:
+blas_core reads it before numpy is loaded."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def enabled() -> bool:
+    """False where GGQ_TUNE=0 (or off/no/false): then nothing is measured or applied."""
+    return os.environ.get("GGQ_TUNE", "1").strip() not in ("0", "off", "no", "false")
+
+
+def cache_path() -> Path:
+    return Path(os.environ.get("NUMBA_CACHE_DIR") or Path.home() / ".cache" / "ggq" / "numba") / "ggq-tune.json"
+
+
+def read() -> dict:
+    try:
+        return json.loads(cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write(data: dict) -> None:
+    """Replace the file atomically (another ggq process may be reading it); a read-only cache is left
+    alone (the next run measures again)."""
+    path = cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass
