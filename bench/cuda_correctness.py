@@ -1,7 +1,8 @@
 """The CUDA backend against the CPU runtime (exact=True: float32 activations) on real GGUF files.
 
     python -P bench/cuda_correctness.py reference OUT_DIR FILE.gguf ...   # here: CPU figures -> OUT_DIR/NAME.npz
-    python -P bench/cuda_correctness.py check REF_DIR FILE.gguf ...      # GPU machine: -> JSON on stdout
+    python -P bench/cuda_correctness.py figures DIR FILE.gguf ...        # GPU machine: -> DIR/NAME.cuda.npz
+    python -P bench/cuda_correctness.py compare DIR FILE.gguf ...        # here: both -> JSON on stdout
 
 Per file: last-position logits of 5 prompts (max |difference|), greedy 64-token continuations (identical
 or not), and perplexity of eval.txt at n_ctx 512 over all chunks (llama-perplexity's measure).
@@ -40,24 +41,26 @@ def figures(path: Path, text: str, device: str) -> dict:
 
 def main() -> None:
     mode, folder, files = sys.argv[1], Path(sys.argv[2]), [Path(f) for f in sys.argv[3:]]
-    text = (folder / "eval.txt").read_text() if mode == "check" else \
+    text = (folder / "eval.txt").read_text() if mode == "figures" else \
         (Path.home() / ".cache" / "ggq-testdata" / "text" / "eval.txt").read_text()
-    if mode == "reference":
+    if mode in ("reference", "figures"):           # CPU figures here, or CUDA figures on the GPU machine
+        device, suffix = ("cpu", "") if mode == "reference" else ("cuda", ".cuda")
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "eval.txt").write_text(text)
+        if mode == "reference":
+            (folder / "eval.txt").write_text(text)
         for f in files:
-            r = figures(f, text, "cpu")
-            np.savez(folder / f"{f.stem}.npz", logits=r["logits"], greedy=r["greedy"], ppl=r["ppl"])
-            print(f.stem, "ppl", r["ppl"], flush=True)
+            r = figures(f, text, device)
+            np.savez(folder / f"{f.stem}{suffix}.npz", logits=r["logits"], greedy=r["greedy"], ppl=r["ppl"])
+            print(f.stem, device, "ppl", r["ppl"], flush=True)
         return
     report = {}
-    for f in files:
-        ref, got = np.load(folder / f"{f.stem}.npz"), figures(f, text, "cuda")
+    for f in files:                                 # compare REF_DIR/NAME.npz with REF_DIR/NAME.cuda.npz
+        ref, got = np.load(folder / f"{f.stem}.npz"), np.load(folder / f"{f.stem}.cuda.npz")
         report[f.stem] = {
             "max_logit_diff": float(np.abs(got["logits"] - ref["logits"]).max()),
             "greedy_identical": int(sum(np.array_equal(a, b) for a, b in zip(got["greedy"], ref["greedy"]))),
-            "ppl_cuda": got["ppl"], "ppl_cpu": float(ref["ppl"]),
-            "ppl_rel_diff": abs(got["ppl"] / float(ref["ppl"]) - 1.0)}
+            "ppl_cuda": float(got["ppl"]), "ppl_cpu": float(ref["ppl"]),
+            "ppl_rel_diff": abs(float(got["ppl"]) / float(ref["ppl"]) - 1.0)}
         print(json.dumps({f.stem: report[f.stem]}), flush=True)
 
 

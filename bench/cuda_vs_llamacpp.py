@@ -1,7 +1,7 @@
 """ggq's CUDA backend against llama.cpp's CUDA build, in one call on the GPU machine.
 
     bash bench/cuda_vs_llamacpp.sh            # on the GPU machine (see the .sh for what it carries)
-    python -P bench/cuda_vs_llamacpp.py report RESULTS.json   # here: writes bench/RESULTS.md's section
+    python -P bench/cuda_vs_llamacpp.py report SPEED.json CORRECTNESS.json MACHINE COMMAND   # here: RESULTS.md
 
 `run` (on the GPU machine): builds llama-bench with -DGGML_CUDA=ON from a trimmed copy of the
 llama-cpp-python sdist's llama.cpp (in the background, while ggq's kernels compile and its tiny-model
@@ -120,9 +120,49 @@ def run(out: Path, rounds: int = 2, reps: int = 5) -> None:
         subprocess.run(f"xz -T0 -6 -c {binary} > {out / 'llama-bench.xz'}", shell=True)
 
 
+def _ratio_rows(result: dict) -> list[str]:
+    rows = ["| file | round | ggq pp512 | llama.cpp pp512 | ratio | ggq tg128 | llama.cpp tg128 | ratio | kernels/token |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for i, rnd in enumerate(result["rounds"], 1):
+        for name, r in rnd.items():
+            g, l = r["ggq"], r.get("llama.cpp", {})
+            cells = [name, str(i)]
+            for test in ("pp512", "tg128"):
+                ours, theirs = g[test], l.get(test)
+                cells += [f"{ours[0]:,.0f} ± {ours[1]:,.0f}", f"{theirs[0]:,.0f} ± {theirs[1]:,.0f}" if theirs else "-",
+                          f"{ours[0] / theirs[0]:.2f}" if theirs else "-"]
+            cells.append(f"{g['launches_per_token']} ({'one graph' if g['python_launches_per_token'] == 1 else 'no graph'})")
+            rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def report(speed_json: Path, correctness_json: Path | None, machine: str, command: str) -> None:
+    """bench/RESULTS.md's cuda_vs_llamacpp section from run's JSON (and cuda_correctness compare's)."""
+    sys.path.append(str(REPO / "bench"))
+    from results import write_section
+    result = json.loads(speed_json.read_text())
+    lines = ["## CUDA backend vs llama.cpp's CUDA build (bench/cuda_vs_llamacpp.sh)", "",
+             f"Machine: {machine}. Command: `{command}`. Both sides on the same files in the same call, "
+             "interleaved file by file; files are real GGUF headers with zero data (bench/cuda_files.py); "
+             "llama-bench -ngl 99 -p 512 -n 128 -r 5 (llama-cpp-python 0.3.36 sdist, -DGGML_CUDA=ON, sm_90); "
+             "ggq bench --device cuda -p 512 -n 128 -r 5 (tg: device argmax, one token id back per step).", ""]
+    lines += _ratio_rows(result)
+    tiny = result.get("tiny_models_rel_err")
+    lines += ["", f"Tiny llama/qwen2/gemma3 models (tests/test_runtime_model.py) on the GPU against the float64 "
+              f"oracle, max |error| / max |logit|: {tiny}."]
+    if correctness_json and correctness_json.is_file():
+        lines += ["", "Correctness on the shared model's real files (bench/cuda_correctness.py; CPU runtime with "
+                  "exact=True as reference; 5 prompts; greedy 64 tokens; perplexity of eval.txt, n_ctx 512, all "
+                  "chunks):", "", "| file | max logit diff | greedy identical | PPL cuda | PPL cpu | rel diff |",
+                  "|---|---|---|---|---|---|"]
+        for name, r in json.loads(correctness_json.read_text()).items():
+            lines.append(f"| {name} | {r['max_logit_diff']:.2e} | {r['greedy_identical']}/5 | {r['ppl_cuda']:.4f} | "
+                         f"{r['ppl_cpu']:.4f} | {r['ppl_rel_diff']:.2e} |")
+    write_section("cuda_vs_llamacpp", "\n".join(lines))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "run":
         run(Path(sys.argv[2]))
-    else:
-        from cuda_report import report  # noqa: E402  (bench/cuda_report.py)
-        report(Path(sys.argv[2]))
+    else:                                   # report SPEED_JSON [CORRECTNESS_JSON] MACHINE COMMAND
+        report(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], sys.argv[5])
