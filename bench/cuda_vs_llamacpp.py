@@ -136,10 +136,12 @@ def _ratio_rows(result: dict) -> list[str]:
     return rows
 
 
-def report(speed_json: Path, correctness_json: Path | None, machine: str, command: str) -> None:
+def report(speed_json: Path, correctness_json: Path | None, machine: str, command: str, notes: Path | None = None,
+           path: Path | None = None) -> None:
     """bench/RESULTS.md's cuda_vs_llamacpp section from run's JSON (and cuda_correctness compare's)."""
     sys.path.append(str(REPO / "bench"))
-    from results import write_section
+    from results import RESULTS, write_section
+    path = path or RESULTS
     result = json.loads(speed_json.read_text())
     lines = ["## CUDA backend vs llama.cpp's CUDA build (bench/cuda_vs_llamacpp.sh)", "",
              f"Machine: {machine}. Command: `{command}`. Both sides on the same files in the same call, "
@@ -158,11 +160,14 @@ def report(speed_json: Path, correctness_json: Path | None, machine: str, comman
         for name, r in json.loads(correctness_json.read_text()).items():
             lines.append(f"| {name} | {r['max_logit_diff']:.2e} | {r['greedy_identical']}/5 | {r['ppl_cuda']:.4f} | "
                          f"{r['ppl_cpu']:.4f} | {r['ppl_rel_diff']:.2e} |")
-    write_section("cuda_vs_llamacpp", "\n".join(lines))
+    if notes and notes.is_file():
+        lines += ["", notes.read_text().strip()]
+    write_section("cuda_vs_llamacpp", "\n".join(lines), path)
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "run":
         run(Path(sys.argv[2]))
-    else:                                   # report SPEED_JSON [CORRECTNESS_JSON] MACHINE COMMAND
-        report(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], sys.argv[5])
+    else:                          # report SPEED_JSON CORRECTNESS_JSON MACHINE COMMAND NOTES_MD [RESULTS_MD]
+        report(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], sys.argv[5], Path(sys.argv[6]),
+               Path(sys.argv[7]) if len(sys.argv) > 7 else None)
