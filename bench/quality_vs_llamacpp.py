@@ -82,12 +82,17 @@ def kld(model: Path) -> dict:
 
 
 class GgqCalibration:
-    """One calibration run of the checkpoint (with XᵀX), shared by every ggq conversion."""
+    """One calibration run of the checkpoint (with XᵀX), shared by every ggq conversion and kept in
+    WORK/ggq-calibration.pkl for later runs."""
 
     def __init__(self):
         self._stats = None
 
     def get(self):
+        import pickle
+        cache = WORK / "ggq-calibration.pkl"
+        if self._stats is None and cache.is_file():
+            self._stats = pickle.loads(cache.read_bytes())
         if self._stats is None:
             from ggq.convert.calibration import calibrate
             from ggq.convert.pipeline import open_checkpoint_source
@@ -95,6 +100,7 @@ class GgqCalibration:
             t0 = time.time()
             self._stats = calibrate(ckpt.metadata("f32"), ckpt.sources, CALIBRATION.read_text(), gram=True)
             print(f"calibration: {self._stats[1]} chunks in {time.time() - t0:.0f} s", flush=True)
+            cache.write_bytes(pickle.dumps(self._stats))
         return self._stats
 
 
@@ -110,7 +116,7 @@ def make_file(variant: str, ftype: str, calibration: GgqCalibration) -> Path:
         return path
     from ggq.convert.calibrated import QuantOptions
     from ggq.convert.pipeline import convert
-    method = variant.split("-", 1)[1].replace("imat", "imatrix")
+    method = {"ggq-imat": "imatrix", "ggq-gptq": "gptq", "ggq-gptq-imat": "gptq-imatrix"}[variant]
     convert(str(MODEL_DIR), ftype, str(path), quiet=True,
             quant=QuantOptions(method, calibration=str(CALIBRATION), statistics=calibration.get()))
     return path

@@ -22,6 +22,8 @@ METHODS = {
     "rtn": (frozenset(), "round to nearest (llama-quantize without an imatrix)"),
     "imatrix": (frozenset({"importance"}), "importance-weighted scale search (llama-quantize --imatrix)"),
     "gptq": (frozenset({"importance", "gram"}), "error feedback through XᵀX of the calibration inputs"),
+    "gptq-imatrix": (frozenset({"importance", "gram"}), "gptq's error feedback, block scales searched with the "
+                     "imatrix importance (as llama-quantize) instead of the conditional one"),
 }
 DEFAULT_CHUNKS = -1  # all of the calibration text, as llama-imatrix
 
@@ -79,7 +81,7 @@ def _statistics(quant: QuantOptions, ckpt, quiet: bool):
     bar = _bar(quiet)
     try:
         stats, n_chunks = calibrate(ckpt.metadata("f32"), ckpt.sources, text, quant.ctx, quant.chunks,
-                                    gram=quant.chosen == "gptq", progress=bar.step if bar else None)
+                                    gram="gram" in METHODS[quant.chosen][0], progress=bar.step if bar else None)
     finally:
         if bar:
             bar.close()
@@ -126,9 +128,10 @@ def prepare(quant: QuantOptions, ckpt, quiet: bool = False):
         importance = imatrix.importance(name)
         if qt.name in ("F32", "F16", "BF16") or importance is None:
             return plain_encode(name, values, qt)
-        if method == "gptq":
+        if method in ("gptq", "gptq-imatrix"):
             from ggq.convert.gptq import gptq_quantize
-            return gptq_quantize(values, stats.gram(name), qt)
+            fixed = importance if method == "gptq-imatrix" else None
+            return gptq_quantize(values, stats.gram(name), qt, importance=fixed)
         return quantize(values, qt, importance)
 
     return encode, metadata

@@ -39,9 +39,11 @@ def inverse_cholesky(h: np.ndarray, damp: float = DAMP) -> np.ndarray:
     return np.linalg.cholesky(h_inv).T
 
 
-def gptq_quantize(w: np.ndarray, h: np.ndarray, qt: QType, damp: float = DAMP) -> np.ndarray:
+def gptq_quantize(w: np.ndarray, h: np.ndarray, qt: QType, damp: float = DAMP,
+                  importance: np.ndarray | None = None) -> np.ndarray:
     """W [rows, cols] float32 -> ggml blocks of type qt (uint8 [rows, row_bytes]), rounding errors
-    compensated through H = XᵀX [cols, cols]."""
+    compensated through H = XᵀX [cols, cols]. `importance` [cols], if given, weights the block scale
+    searches instead of the conditional diagonal (e.g. the imatrix, as llama-quantize weights them)."""
     from ggq.convert.block_grids import GRIDS
     rows, cols = w.shape
     group = qt.block_size
@@ -51,7 +53,8 @@ def gptq_quantize(w: np.ndarray, h: np.ndarray, qt: QType, damp: float = DAMP) -
     block_bytes = qt.row_bytes(group)
     quantize_block = _block_by_columns if qt.name in GRIDS else _block_jointly
     for g0 in range(0, cols, group):
-        blocks = quantize_block(work, u, g0, g0 + group, qt)
+        fixed = None if importance is None else np.ascontiguousarray(importance[g0:g0 + group], np.float32)
+        blocks = quantize_block(work, u, g0, g0 + group, qt, fixed)
         out[:, g0 // group * block_bytes:(g0 // group + 1) * block_bytes] = blocks
     return out
 
@@ -62,27 +65,27 @@ def _block_importance(u_gg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return u_gg_inv, (u_gg_inv * u_gg_inv).sum(axis=1).astype(np.float32)
 
 
-def _block_jointly(work: np.ndarray, u: np.ndarray, g0: int, g1: int, qt: QType) -> np.ndarray:
+def _block_jointly(work: np.ndarray, u: np.ndarray, g0: int, g1: int, qt: QType, fixed=None) -> np.ndarray:
     """One block of columns rounded together by the format's quantizer (a type whose grid
     block_grids.py does not describe); its error is then moved onto the later columns."""
     from ggq.quants import dequantize, quantize
     u_gg_inv, importance = _block_importance(u[g0:g1, g0:g1])
     current = work[:, g0:g1].astype(np.float32)
-    blocks = quantize(current, qt, importance)
+    blocks = quantize(current, qt, importance if fixed is None else fixed)
     if g1 < work.shape[1]:
         error = current.astype(np.float64) - dequantize(blocks, qt).astype(np.float64)
         work[:, g1:] -= (error @ u_gg_inv) @ u[g0:g1, g1:]
     return blocks
 
 
-def _block_by_columns(work: np.ndarray, u: np.ndarray, g0: int, g1: int, qt: QType) -> np.ndarray:
+def _block_by_columns(work: np.ndarray, u: np.ndarray, g0: int, g1: int, qt: QType, fixed=None) -> np.ndarray:
     """One block: its scales chosen by the format's quantizer, then column by column each value
     rounded on that grid and its error moved onto the block's later columns (GPTQ proper), the block's
     errors onto the later blocks at the end."""
     from ggq.convert.block_grids import GRIDS, round_column
     from ggq.quants import quantize
     _, importance = _block_importance(u[g0:g1, g0:g1])
-    blocks = quantize(work[:, g0:g1].astype(np.float32), qt, importance)
+    blocks = quantize(work[:, g0:g1].astype(np.float32), qt, importance if fixed is None else fixed)
     a, b = GRIDS[qt.name].affine(blocks)
     levels = np.empty((work.shape[0], g1 - g0), np.int32)
     errors = np.empty((work.shape[0], g1 - g0), np.float64)
