@@ -122,6 +122,11 @@ def make_file(variant: str, ftype: str, calibration: GgqCalibration) -> Path:
     return path
 
 
+def _has_result(variant: str, ftype: str) -> bool:
+    path = ref_path(ftype.upper()) if variant == "llama" else WORK / f"{variant}-{ftype.upper()}.gguf"
+    return path.with_name(f"{path.name}.kld{KL_CHUNKS['n']}.json").is_file()
+
+
 def table_body(results: dict, variants) -> str:
     rows = []
     for ftype, by_variant in results.items():
@@ -193,6 +198,7 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--parts", default="table,interop", help="table, interop; files: only make the files")
     ap.add_argument("--kl-chunks", type=int, default=20, help="chunks of eval.txt judged (default 20)")
+    ap.add_argument("--cached-only", action="store_true", help="write the table from earlier runs' results only")
     args = ap.parse_args()
     KL_CHUNKS["n"] = args.kl_chunks
     PPL_ARGS[3] = str(args.kl_chunks)
@@ -214,6 +220,8 @@ def main() -> None:
         for v in variants:
             if v == "llama-imat" and ftype == "q8_0":
                 continue  # Q8_0 has no scale search for an imatrix to weight
+            if args.cached_only and not _has_result(v, ftype):
+                continue
             results[ftype][v] = kld(make_file(v, ftype, calibration))
             print(ftype, v, results[ftype][v], flush=True)
             write_table(results, variants)
