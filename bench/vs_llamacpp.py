@@ -34,7 +34,7 @@ BIG = ("q4_k_m", "q8_0")  # the 1.1B-shaped checkpoint (make_big_checkpoint.py) 
 BIG_DIR = Path(os.environ.get("GGQ_BENCH_CACHE", Path.home() / ".cache" / "ggq-bench"))
 # the speed issue's acceptance: (test, shared model or 1.1B) -> lowest ratio ggq / llama.cpp
 TARGETS = {("tg", "135M"): 1.1, ("pp", "135M"): 1.0, ("tg", "1.1B"): 1.0, ("pp", "1.1B"): 1.0}
-GGQ = [sys.executable, "-m", "ggq"]
+GGQ = [sys.executable, "-P", "-m", "ggq"]  # -P: the installed ggq, not the source folder of the cwd
 ARM_NOTE = ("Measured on x86 only. Not measured: Apple Silicon / ARM. There ggq runs the same kernels; the "
             "integer dots use NEON sdot where the CPU has dotprod (every Apple Silicon chip), else the generic "
             "LLVM vector IR: both bit-exact with the x86 forms (tests run under qemu-aarch64, see arm_emulated; "
