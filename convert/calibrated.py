@@ -30,7 +30,7 @@ DEFAULT_CHUNKS = -1  # all of the calibration text, as llama-imatrix
 
 @dataclass(frozen=True)
 class QuantOptions:
-    method: str | None = None          # None: gptq with --calibration, imatrix with --imatrix, else rtn
+    method: str | None = None          # None: gptq-imatrix with --calibration, imatrix with --imatrix, else rtn
     imatrix: str | None = None         # an imatrix file
     calibration: str | None = None     # a calibration text
     ctx: int = 512
@@ -43,7 +43,8 @@ class QuantOptions:
     def chosen(self) -> str:
         if self.method:
             return self.method
-        return "gptq" if self.calibration else "imatrix" if self.imatrix else "rtn"
+        # gptq-imatrix: the better of the two GPTQ forms on every type measured (bench/RESULTS.md)
+        return "gptq-imatrix" if self.calibration else "imatrix" if self.imatrix else "rtn"
 
     @property
     def uses_importance(self) -> bool:

@@ -153,7 +153,7 @@ def quant_args(p: argparse.ArgumentParser) -> None:
     from ggq.convert.calibrated import METHODS
     g = p.add_argument_group("calibrated quantization")
     g.add_argument("--method", choices=list(METHODS), help="rounding: " + "; ".join(
-        f"{k}: {v[1]}" for k, v in METHODS.items()) + " (default: gptq with --calibration, imatrix with "
+        f"{k}: {v[1]}" for k, v in METHODS.items()) + " (default: gptq-imatrix with --calibration, imatrix with "
         "--imatrix, else rtn)")
     g.add_argument("--imatrix", metavar="FILE", help="importance matrix file (llama-imatrix's GGUF or .dat, or ggq's)")
     g.add_argument("--calibration", metavar="TEXT", help="calibration text, run through the checkpoint in this run")
