@@ -41,25 +41,8 @@ print(best)
 """
 
 
-def _cpuinfo() -> tuple[str, set[str]]:
-    """(CPU model name, flags) from /proc/cpuinfo; ("", set()) where there is none (macOS: Accelerate)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-    except OSError:
-        return "", set()
-    model = flags = ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and not model:
-            model = value.strip()
-        elif key.strip() == "flags" and not flags:
-            flags = value
-    return model, set(flags.split())
-
-
 def cached_choice() -> dict | None:
-    model, _ = _cpuinfo()
+    model, _ = tune_cache.cpuinfo()
     return tune_cache.read().get(SECTION, {}).get(model) if model else None
 
 
@@ -87,11 +70,12 @@ def _gflops(core: str, shape: tuple[int, int, int]) -> float:
 def tune(shape: tuple[int, int, int], force: bool = False) -> dict | None:
     """Time OpenBLAS's own pick ("") and every core type this CPU can run on a [t, k] x [k, n] matmul;
     cache {"core": winner or "", "gflops": {...}} for this CPU model. None where there is no choice."""
-    model, flags = _cpuinfo()
+    model, flags = tune_cache.cpuinfo()
     if not model or not tune_cache.enabled():
         return None
-    if not force and cached_choice():
-        return cached_choice()
+    cached = cached_choice()
+    if cached and not force:
+        return cached
     candidates = ["", *[core for core, needs in CORES.items() if needs <= flags]]
     gflops = {core: _gflops(core, shape) for core in candidates}
     best = max(candidates, key=gflops.get)
@@ -101,3 +85,10 @@ def tune(shape: tuple[int, int, int], force: bool = False) -> dict | None:
     data.setdefault(SECTION, {})[model] = record
     tune_cache.write(data)
     return record
+
+
+def tune_at_first_use(shape: tuple[int, int, int]) -> None:
+    """tune() once per CPU, as the runtime's first decode does it: not where OPENBLAS_CORETYPE is set,
+    since the user's choice then stands and a measurement could not apply (`ggq tune` still measures)."""
+    if "OPENBLAS_CORETYPE" not in os.environ:
+        tune(shape)

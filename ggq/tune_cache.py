@@ -1,12 +1,30 @@
 """The file where ggq keeps what it measured on this machine: ggq-tune.json beside Numba's cache
 ($NUMBA_CACHE_DIR, else ~/.cache/ggq/numba, as runtime/__init__.py sets it). Kernel shapes
-(runtime/tune.py) and OpenBLAS's kernel set (ggq/blas_core.py) each own a part of it. No numpy here:
+(runtime/tune.py) and OpenBLAS's kernel set (ggq/blas_core.py) each own a part of it, keyed by the CPU
+model that cpuinfo() reads. No numpy here:
 blas_core reads it before numpy is loaded."""
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+
+
+def cpuinfo() -> tuple[str, set[str]]:
+    """(CPU model name, flags) from /proc/cpuinfo; ("", set()) where there is none (macOS)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return "", set()
+    model = flags = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and not model:
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = value
+    return model, set(flags.split())
 
 
 def enabled() -> bool:

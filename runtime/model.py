@@ -16,7 +16,6 @@ One layer, in the order of the math (llama; the other architectures switch piece
 from __future__ import annotations
 
 import mmap
-import os
 
 import numpy as np
 
@@ -186,8 +185,7 @@ class Transformer:
             from ggq.runtime.tune import tune
             self._step = DecodeStep(self, self.exact)
             tune(self._step, numba.get_num_threads())
-            if "OPENBLAS_CORETYPE" not in os.environ:  # else the user's choice stands: nothing to measure for
-                blas_core.tune((512, self.params.n_embd, self.params.n_ff))  # prompts, from the next process
+            blas_core.tune_at_first_use((512, self.params.n_embd, self.params.n_ff))  # prompts, next process on
         return self._step
 
     def _embed_one(self, token: int) -> None:

@@ -38,12 +38,7 @@ cache_path, enabled = tune_cache.cache_path, tune_cache.enabled
 def cpu_id() -> str:
     """What the choice depends on: the CPU model, the target Numba compiles for, the dot forms."""
     from ggq.runtime.kernels.vecir_isa import describe
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    except OSError:
-        pass
+    model = tune_cache.cpuinfo()[0] or platform.processor() or platform.machine()
     return f"{model} | {describe()}"
 
 
@@ -108,22 +103,19 @@ def tune(step, threads: int, force: bool = False, progress=None) -> dict:
     data = tune_cache.read()
     known = _section(data, threads)
     groups = _keys_by_size(mats)
+    family = {key: FAMILY[KINDS[mats[rows[0], KIND]]] for key, rows in groups.items()}
     for key, rows in groups.items():  # cached choices first: the measured keys then see them
-        family = FAMILY[KINDS[mats[rows[0], KIND]]]
-        if key in known and known[key].get("shape") not in CANDIDATES[family]:
+        if key in known and known[key].get("shape") not in CANDIDATES[family[key]]:
             del known[key]  # measured among other candidates (an older ggq): measure again
         if key in known and not force:
             mats[rows, SHAPE] = known[key]["shape"]
-    measured = {}
-    for key, rows in groups.items():
-        family = FAMILY[KINDS[mats[rows[0], KIND]]]
-        if len(CANDIDATES[family]) < 2 or (key in known and not force):
-            continue
+    to_measure = [key for key in groups if len(CANDIDATES[family[key]]) > 1 and (force or key not in known)]
+    for key in to_measure:
         if progress:
             progress(key)
-        choice, times = _tune_key(step, rows, family, step.spare_position)
-        known[key] = measured[key] = {"shape": choice, "times": times}
-    if measured:
+        choice, times = _tune_key(step, groups[key], family[key], step.spare_position)
+        known[key] = {"shape": choice, "times": times}
+    if to_measure:
         tune_cache.write(data)
     return {key: known[key] for key in groups if key in known}
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from ggq import blas_core
+from ggq import blas_core, tune_cache
 
 
 def _core_loaded(env) -> str:
@@ -22,7 +22,7 @@ def _core_loaded(env) -> str:
 
 
 def test_cached_core_type_is_what_openblas_loads(tmp_path):
-    model, flags = blas_core._cpuinfo()  # the suite runs on Linux x86-64 (CI): /proc/cpuinfo is there
+    model, flags = tune_cache.cpuinfo()  # the suite runs on Linux x86-64 (CI): /proc/cpuinfo is there
     runnable = [core for core, needs in blas_core.CORES.items() if needs <= flags]
     assert runnable, "an x86-64 CI machine runs at least the AVX2 (Haswell) kernels"
     want = runnable[0]
@@ -37,7 +37,7 @@ def test_cached_core_type_is_what_openblas_loads(tmp_path):
 
 
 def test_tune_records_every_runnable_core(tmp_path, monkeypatch):
-    model, flags = blas_core._cpuinfo()
+    model, flags = tune_cache.cpuinfo()
     assert model
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("GGQ_TUNE", raising=False)
