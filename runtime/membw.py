@@ -1,7 +1,7 @@
 """The memory-copy bandwidth of this machine with the runtime's threads: the physical limit of decode,
 which reads every weight once per token (`ggq bench` prints both side by side).
 
-    copy_bandwidth(threads)   # bytes read + bytes written per second, best of a few copies
+    copy_bandwidth()   # bytes read + written per second with Numba's thread count, best of a few copies
 """
 from __future__ import annotations
 
