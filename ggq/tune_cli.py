@@ -17,9 +17,8 @@ def tune_args(p: argparse.ArgumentParser) -> None:
 
 def tune(args: argparse.Namespace) -> int:
     from ggq.runtime import tune as tuning
-    print(f"CPU: {tuning.cpu_id()}")
-    print(f"cache: {tuning.cache_path()}{'' if tuning.enabled() else '  (GGQ_TUNE=0: tuning is off)'}")
     if args.show:
+        _print_header(tuning)
         _print_blas(blas_core.cached_choice())
         for threads, choices in sorted(tuning.cached_section().items()):
             print(f"{threads} thread(s):")
@@ -31,7 +30,8 @@ def tune(args: argparse.Namespace) -> int:
     from ggq.runtime.decode import DecodeStep
     from ggq.runtime.model import open_model
     threads = set_threads(args.threads)
-    tf = open_model(args.model, ctx_size=16)
+    tf = open_model(args.model, ctx_size=16)  # a bad file is one ggq: line, before anything is printed
+    _print_header(tuning)
     try:
         step = DecodeStep(tf, exact=False)  # not tf.compiled_step(): that tunes quietly on first use
         choices = tuning.tune(step, threads, force=args.force, progress=lambda key: print(f"  timing {key}"))
@@ -42,6 +42,11 @@ def tune(args: argparse.Namespace) -> int:
     print(f"{threads} thread(s):")
     print(tuning.format_choices(choices) if choices else "  nothing to tune (GGQ_TUNE=0)")
     return 0
+
+
+def _print_header(tuning) -> None:
+    print(f"CPU: {tuning.cpu_id()}")
+    print(f"cache: {tuning.cache_path()}{'' if tuning.enabled() else '  (GGQ_TUNE=0: tuning is off)'}")
 
 
 def _print_blas(record: dict | None) -> None:

@@ -75,3 +75,14 @@ def test_a_second_model_with_the_same_keys_measures_nothing(q4_1_gguf, tune_cach
     shown = capsys.readouterr().out
     for key in cached[tune.cpu_id()]["1"]:
         assert key in shown
+
+
+def test_tune_of_a_file_that_is_not_gguf_is_one_clear_line(tmp_path, tune_cache, capsys):
+    """The CLI's documented error form: one `ggq: <file>: ...` line on stderr, exit 1, nothing on stdout."""
+    bad = tmp_path / "notes.gguf"
+    bad.write_text("not a model\n")
+    assert main(["tune", str(bad)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"ggq: {bad}: ") and err.count("\n") == 1
+    assert not tune_cache.exists()
