@@ -85,23 +85,39 @@ def _mask(n_q: int, pos0: int, window: int) -> np.ndarray:
     return np.where(hidden, np.float32(-np.inf), np.float32(0.0))
 
 
-def _attend_head(q_h, k, v, pos0: int, window: int, out_h) -> None:
-    """One query head over its kv head: softmax(q k^T + causal/window mask) v, as two BLAS products."""
-    n_k = pos0 + q_h.shape[0]
-    scores = q_h @ k[:n_k].T                                   # [T, n_k]
-    scores += _mask(q_h.shape[0], pos0, window)
-    scores -= scores.max(axis=1, keepdims=True)
+def _attend_queries(qg, k, v, pos0: int, window: int, a: int, b: int, out) -> None:
+    """Queries a..b of every head: qg [H_kv, group, T, D] (heads grouped by their kv head), caches
+    [H_kv, ctx, D]; out [T, H, D]. Batched matmuls over the heads (numpy loops over them in C), the
+    softmax passes over all heads at once, and the row sums divided out of the [.., D] result rather
+    than the [.., n_k] weights."""
+    n_k = pos0 + b
+    keys = k[:, None, :n_k]                                              # [H_kv, 1, n_k, D]
+    scores = np.matmul(qg[:, :, a:b], keys.transpose(0, 1, 3, 2))        # [H_kv, group, b - a, n_k]
+    scores += _mask(qg.shape[2], pos0, window)[a:b, :n_k]
+    scores -= scores.max(axis=-1, keepdims=True)
     np.exp(scores, out=scores)
-    scores /= scores.sum(axis=1, keepdims=True)
-    np.matmul(scores, v[:n_k], out=out_h)
+    total = scores.sum(axis=-1, keepdims=True)
+    att = np.matmul(scores, v[:, None, :n_k]) / total                   # [H_kv, group, b - a, D]
+    out[a:b] = att.reshape(-1, b - a, att.shape[-1]).transpose(1, 0, 2)
+
+
+def _balanced_splits(n_q: int, pos0: int, parts: int) -> list[int]:
+    """Query boundaries that give each part about the same causal work (query i sees pos0 + i + 1 keys)."""
+    work = np.cumsum(pos0 + 1 + np.arange(n_q, dtype=np.float64))
+    cuts = [int(np.searchsorted(work, work[-1] * i / parts)) for i in range(1, parts)]
+    return sorted({0, n_q, *cuts})
 
 
 def attention_split(q, k_cache, v_cache, pos0: int, window: int, out) -> None:
-    """The prompt path's attention (same contract as kernels.nn.attention, T > 1), heads shared out
-    between the workers: q [T, H, D] scaled, caches [H_kv, ctx, D] holding positions < pos0 + T."""
-    pool, _ = _workers()
-    n_head, group = q.shape[1], q.shape[1] // k_cache.shape[0]
-    jobs = [pool.submit(_attend_head, q[:, h], k_cache[h // group], v_cache[h // group], pos0, window, out[:, h])
-            for h in range(n_head)]
+    """The prompt path's attention (same contract as kernels.nn.attention, T > 1), queries shared out
+    between the workers in runs of equal causal work: q [T, H, D] scaled, caches [H_kv, ctx, D] holding
+    positions < pos0 + T."""
+    pool, n = _workers()
+    n_q, n_head, hd = q.shape
+    n_kv = k_cache.shape[0]
+    qg = np.ascontiguousarray(q.reshape(n_q, n_kv, n_head // n_kv, hd).transpose(1, 2, 0, 3))
+    bounds = _balanced_splits(n_q, pos0, 2 * n)  # two runs per worker: the later one sees fewer masked keys
+    jobs = [pool.submit(_attend_queries, qg, k_cache, v_cache, pos0, window, a, b, out)
+            for a, b in zip(bounds[:-1], bounds[1:])]
     for job in jobs:
         job.result()

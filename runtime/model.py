@@ -28,7 +28,7 @@ from ggq.runtime.decode import DecodeStep, GgmlStep
 from ggq.runtime.kernels.ggml_step import FORM_BATCH, FORM_FA_TILED, FORM_Q4K_GEMM, FORM_TILED
 from ggq.runtime.kernels.nn import attention, gelu_tanh_mul, rmsnorm, rope, silu_mul, softcap
 from ggq.runtime.params import ModelParams, read_params
-from ggq.runtime.weights import Layer, embed, linear, load_weights
+from ggq.runtime.weights import Layer, embed, linear, linears, load_weights
 
 ACTIVATIONS = {"silu": silu_mul, "gelu_tanh": gelu_tanh_mul}
 DEFAULT_BATCH = 256
@@ -80,7 +80,7 @@ class Transformer:
         if exact and match_llamacpp:
             raise GGQError("exact and match_llamacpp exclude each other")
         self.params = p = read_params(gguf.metadata, gguf.tensors)
-        self.weights = load_weights(gguf, p)
+        self.weights = load_weights(gguf, p, integer_prompts=not exact)
         self.ctx_size = int(ctx_size or min(p.n_ctx_train, 4096))
         if self.ctx_size <= 0:
             raise GGQError(f"context size must be positive, got {self.ctx_size}")
@@ -223,9 +223,7 @@ class Transformer:
         rmsnorm(x, layer.attn_norm, p.rms_eps, h)
         if self.input_observer is not None:
             self.input_observer((layer.wq, layer.wk, layer.wv), h)
-        linear(layer.wq, h, q, tile)
-        linear(layer.wk, h, k, tile)
-        linear(layer.wv, h, v, tile)
+        linears((layer.wq, layer.wk, layer.wv), h, (q, k, v), tile)
         if layer.bq is not None:
             q += layer.bq
             k += layer.bk
@@ -259,8 +257,7 @@ class Transformer:
         rmsnorm(x, layer.ffn_norm, p.rms_eps, h)
         if self.input_observer is not None:
             self.input_observer((layer.ffn_gate, layer.ffn_up), h)
-        linear(layer.ffn_gate, h, gate, tile)
-        linear(layer.ffn_up, h, up, tile)
+        linears((layer.ffn_gate, layer.ffn_up), h, (gate, up), tile)
         self.activation(gate, up)
         if self.input_observer is not None:
             self.input_observer((layer.ffn_down,), gate)

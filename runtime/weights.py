@@ -2,7 +2,8 @@
 
     w = load_weights(gguf, params)      # ModelWeights: token_embd, output, output_norm, layers[i].<role>
     matvec(w.layers[0].wq, x, out)      # one token: fused dequantize-and-dot kernel
-    matmul(w.layers[0].wq, X, out)      # many tokens: dequantize a tile of rows, then BLAS (runtime/blas.py)
+    linear(w.layers[0].wq, X, out, w.tile)   # many tokens: integer dots with 8-bit activations (m.matmat),
+                                        # or float: dequantize a tile of rows, then BLAS (runtime/blas.py)
     embed(w.token_embd, ids, out)       # rows of the embedding table as float32
 
 Only 1-D tensors (norm weights, biases, rope frequency factors) are converted to float32 arrays.
@@ -17,6 +18,8 @@ import numpy as np
 from ggq.errors import GGQError
 from ggq.runtime.blas import matmul_split
 from ggq.runtime.kernels import WEIGHT_KERNELS, weight_kernels
+from ggq.runtime.kernels.actquant import quantize_prompt
+from ggq.runtime.kernels.dot_table import PROMPT_TYPES, dot_kernels
 from ggq.runtime.params import TENSORS, ModelParams
 
 TILE_ROWS = 2048  # rows dequantized at a time for prefill matmuls
@@ -32,6 +35,10 @@ class Matrix:
     matvec: Callable
     decode_rows: Callable
     offset: int = 0            # byte offset of the data in the file (the compiled decode step's table)
+    # prompts with 8-bit activations: the format they are quantized to and the integer-dot kernel
+    # (kernels/dot_table); None for float weights, or where prompts run in float32 (exact)
+    act_format: str | None = None
+    matmat: Callable | None = None
 
 
 @dataclass
@@ -64,7 +71,7 @@ class ModelWeights:
     tile: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))  # prefill scratch (flat)
 
 
-def _matrix(gguf, name: str, rows: int, cols: int) -> Matrix:
+def _matrix_of(gguf, name: str, rows: int, cols: int, integer_prompts: bool) -> Matrix:
     info = gguf.tensors.get(name)
     if info is None:
         raise GGQError(f"missing tensor {name}")
@@ -73,7 +80,10 @@ def _matrix(gguf, name: str, rows: int, cols: int) -> Matrix:
     if info.qtype.name not in WEIGHT_KERNELS:
         raise GGQError(f"tensor {name} has type {info.qtype.name}, which the runtime cannot compute with")
     matvec, decode_rows, view = weight_kernels(info.qtype.name)
-    return Matrix(name, info.qtype.name, rows, cols, gguf.raw(name).view(view), matvec, decode_rows, info.offset)
+    m = Matrix(name, info.qtype.name, rows, cols, gguf.raw(name).view(view), matvec, decode_rows, info.offset)
+    if integer_prompts and info.qtype.name in PROMPT_TYPES:
+        m.act_format, _, m.matmat = dot_kernels(info.qtype.name)
+    return m
 
 
 def _vector(gguf, name: str, size: int, required: bool = True) -> np.ndarray | None:
@@ -92,18 +102,22 @@ def _vector(gguf, name: str, size: int, required: bool = True) -> np.ndarray | N
     return out[0]
 
 
-def _layer(gguf, p: ModelParams, i: int) -> Layer:
+def _layer(gguf, p: ModelParams, i: int, integer_prompts: bool) -> Layer:
     def name(role: str) -> str:
         return TENSORS[role].format(i=i)
+
+    def matrix(name, rows, cols):
+        return _matrix_of(gguf, name, rows, cols, integer_prompts)
+
     q_size, kv_size, spec = p.n_head * p.head_dim, p.n_head_kv * p.head_dim, p.spec
     return Layer(
         attn_norm=_vector(gguf, name("attn_norm"), p.n_embd),
-        wq=_matrix(gguf, name("wq"), q_size, p.n_embd), wk=_matrix(gguf, name("wk"), kv_size, p.n_embd),
-        wv=_matrix(gguf, name("wv"), kv_size, p.n_embd), wo=_matrix(gguf, name("wo"), p.n_embd, q_size),
+        wq=matrix(name("wq"), q_size, p.n_embd), wk=matrix(name("wk"), kv_size, p.n_embd),
+        wv=matrix(name("wv"), kv_size, p.n_embd), wo=matrix(name("wo"), p.n_embd, q_size),
         ffn_norm=_vector(gguf, name("ffn_norm"), p.n_embd),
-        ffn_gate=_matrix(gguf, name("ffn_gate"), p.n_ff, p.n_embd),
-        ffn_up=_matrix(gguf, name("ffn_up"), p.n_ff, p.n_embd),
-        ffn_down=_matrix(gguf, name("ffn_down"), p.n_embd, p.n_ff),
+        ffn_gate=matrix(name("ffn_gate"), p.n_ff, p.n_embd),
+        ffn_up=matrix(name("ffn_up"), p.n_ff, p.n_embd),
+        ffn_down=matrix(name("ffn_down"), p.n_embd, p.n_ff),
         bq=_vector(gguf, name("bq"), q_size, spec.qkv_bias), bk=_vector(gguf, name("bk"), kv_size, spec.qkv_bias),
         bv=_vector(gguf, name("bv"), kv_size, spec.qkv_bias),
         q_norm=_vector(gguf, name("q_norm"), p.head_dim, spec.qk_norm),
@@ -113,15 +127,17 @@ def _layer(gguf, p: ModelParams, i: int) -> Layer:
     )
 
 
-def load_weights(gguf, p: ModelParams) -> ModelWeights:
-    """Every tensor the model needs, checked against the hyperparameters; nothing is dequantized."""
-    token_embd = _matrix(gguf, TENSORS["token_embd"], p.n_vocab, p.n_embd)
+def load_weights(gguf, p: ModelParams, integer_prompts: bool = True) -> ModelWeights:
+    """Every tensor the model needs, checked against the hyperparameters; nothing is dequantized.
+    integer_prompts: prompts multiply block weights with 8-bit activations, as decode and llama.cpp do
+    (else dequantized float32 tiles through BLAS, as `exact` asks)."""
+    token_embd = _matrix_of(gguf, TENSORS["token_embd"], p.n_vocab, p.n_embd, integer_prompts)
     has_output = TENSORS["output"] in gguf.tensors
-    output = _matrix(gguf, TENSORS["output"], p.n_vocab, p.n_embd) if has_output else token_embd
+    output = _matrix_of(gguf, TENSORS["output"], p.n_vocab, p.n_embd, integer_prompts) if has_output else token_embd
     w = ModelWeights(token_embd=token_embd, output=output,
                      output_norm=_vector(gguf, TENSORS["output_norm"], p.n_embd),
                      rope_freqs=_vector(gguf, TENSORS["rope_freqs"], p.rope_dims // 2, required=False),
-                     layers=[_layer(gguf, p, i) for i in range(p.n_layer)])
+                     layers=[_layer(gguf, p, i, integer_prompts) for i in range(p.n_layer)])
     widest = max(p.n_embd, p.n_ff, p.n_head * p.head_dim)
     w.tile = np.empty(TILE_ROWS * widest, np.float32)
     return w
@@ -146,11 +162,23 @@ def matmul(m: Matrix, x: np.ndarray, out: np.ndarray, tile: np.ndarray) -> None:
 
 
 def linear(m: Matrix, x: np.ndarray, out: np.ndarray, tile: np.ndarray) -> None:
-    """out = x @ m.T for x [T, cols]: the matvec kernel for one token, dequantized tiles + BLAS for more."""
-    if x.shape[0] == 1:
-        matvec(m, x[0], out[0])
-    else:
-        matmul(m, x, out, tile)
+    """out = x @ m.T for x [T, cols]: the matvec kernel for one token; for more, integer dots with 8-bit
+    activations where the matrix has them (m.matmat), else dequantized tiles + BLAS."""
+    linears((m,), x, (out,), tile)
+
+
+def linears(ms, x: np.ndarray, outs, tile: np.ndarray) -> None:
+    """linear(m, x, out) for several matrices of one input: x is quantized once per activation format."""
+    quantized: dict[str, np.ndarray] = {}
+    for m, out in zip(ms, outs):
+        if m.matmat is not None:  # one token too, so that a row's result does not depend on the batch
+            if m.act_format not in quantized:
+                quantized[m.act_format] = quantize_prompt(x, m.act_format)
+            m.matmat(m.data, quantized[m.act_format], out)
+        elif x.shape[0] == 1:
+            matvec(m, x[0], out[0])
+        else:
+            matmul(m, x, out, tile)
 
 
 def embed(m: Matrix, ids: np.ndarray, out: np.ndarray) -> None:

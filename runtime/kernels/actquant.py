@@ -17,7 +17,7 @@ quantizes one short row; the float32 -> int8 rounding must stay exact, so no fas
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from ggq.quants.floats import f32_as_u32, fp32_to_fp16_bits
 from ggq.quants.legacy import c_float_to_int8, c_roundf
@@ -163,6 +163,35 @@ QUANTIZERS = {
     ("Q8_1", "x86"): quantize_q8_1, ("Q8_1", "generic"): quantize_q8_1_generic,
     ("Q8_K", "x86"): quantize_q8_k, ("Q8_K", "generic"): quantize_q8_k,
 }
+
+
+# a prompt's rows in parallel (prompts only: one decode row is too short to share out)
+@njit(parallel=True, cache=True)
+def quantize_rows_q8_0(x, out):
+    for r in prange(x.shape[0]):
+        quantize_q8_0(x[r:r + 1], out[r:r + 1])
+
+
+@njit(parallel=True, cache=True)
+def quantize_rows_q8_1(x, out):
+    for r in prange(x.shape[0]):
+        quantize_q8_1(x[r:r + 1], out[r:r + 1])
+
+
+@njit(parallel=True, cache=True)
+def quantize_rows_q8_k(x, out):
+    for r in prange(x.shape[0]):
+        quantize_q8_k(x[r:r + 1], out[r:r + 1])
+
+
+PARALLEL_QUANTIZERS = {"Q8_0": quantize_rows_q8_0, "Q8_1": quantize_rows_q8_1, "Q8_K": quantize_rows_q8_k}
+
+
+def quantize_prompt(x: np.ndarray, fmt: str) -> np.ndarray:
+    """quantize_activations(x, fmt) for the [tokens, n] rows of a prompt (x86 variant), rows in parallel."""
+    out = np.empty((x.shape[0], act_row_bytes(fmt, x.shape[1])), dtype=np.uint8)
+    PARALLEL_QUANTIZERS[fmt](np.ascontiguousarray(x, dtype=np.float32), out)
+    return out
 
 
 def quantize_activations(x: np.ndarray, fmt: str, variant: str = "x86") -> np.ndarray:

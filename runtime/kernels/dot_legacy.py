@@ -1,7 +1,7 @@
 """Integer dot-product kernels for the 32-value block weights against 8-bit quantized activations.
 
     matvec_<t>(w: u8[rows, row_bytes], xq: u8[xbytes], out: f32[rows])          decode: one token
-    matmat_<t>(w: u8[rows, row_bytes], xq: u8[tokens, xbytes], out: f32[tokens, rows])   many tokens
+    matmat_<t>(w: u8[rows, row_bytes], xq: u8[tokens, xbytes], out: f32[tokens, rows])   prompts
 
 Weight/activation pairs as ggml's vec_dot_type: Q4_0, Q5_0, Q8_0 x Q8_0 and Q4_1, Q5_1 x Q8_1 (see
 actquant). Each row is one vecir intrinsic that follows ggml-cpu's x86 ggml_vec_dot_<t>_q8_<k> (the
@@ -9,18 +9,48 @@ AVX2/AVX-512 build llama.cpp runs here): exact integer sums in 8 lanes per block
 fused-multiply-added into 8 float accumulators, one horizontal sum per row. On ARM the same kernels
 run (NEON sdot where the CPU has dotprod, vecir_isa), with the same results. matvec takes a shape: `step` rows go together (shared activation loads,
 independent chains; one of shapes.LEGACY_ROW_STEPS, chosen per matrix by the tuner), the rest one by
-one; every row's arithmetic is the same either way, so every step, and matmat (one row at a time per
-token), give the same bits.
+one; every row's arithmetic is the same either way, so every step gives the same bits. matmat
+unpacks groups of 8 rows once and runs them against 4 tokens at a time, one row per vector lane
+(vecir_tile): exact integer dots, float order per row and token its own (not matvec's, within a few
+ulps of it). Arrays must be C-contiguous.
 Numba's cache does not see edits to vecir: after changing it, touch this file (or clear the cache).
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, prange
 
 from ggq.runtime.kernels import vecir as v
+from ggq.runtime.kernels import vecir_tile as vt
+from ggq.runtime.kernels.vecir_tile import GROUP, UNSIGNED
 from ggq.runtime.kernels.shapes import UNTUNED
 
 STEP = UNTUNED["legacy"]
+GROUPS_PER_ITEM = 4  # row groups per parallel work item (32 rows: one scratch allocation each)
+
+
+# ---- prompts: groups of 8 rows, unpacked once, against every token (vecir_tile) ---------------------
+@njit(inline="always", cache=True)
+def _activation_sums(xq, nb, block_bytes, qs_at):
+    """i32 [tokens * nb]: the sum of each activation block's int8 values (the VNNI form's offset term;
+    unused, and left empty, by the signed forms)."""
+    n_tok = xq.shape[0] if UNSIGNED else 0
+    sx = np.empty(n_tok * nb, np.int32)
+    signed = xq.view(np.int8)
+    for t in range(n_tok):
+        for b in range(nb):
+            total = 0
+            for k in range(32):
+                total += signed[t, b * block_bytes + qs_at + k]
+            sx[t * nb + b] = total
+    return sx
+
+
+@njit(inline="always", cache=True)
+def _scratch(nb):
+    """A work item's unpacked row group: values, block scales, block mins."""
+    return np.empty(nb * 256, np.uint8), np.empty(nb * GROUP, np.float32), np.empty(nb * GROUP, np.float32)
+
 
 # Per type: _rows_<t> (one step of `step` rows from r0, through the compiled form of that width) and
 # the matvec/matmat pair, written out: cached Numba closures over a row function would share one cache
@@ -50,12 +80,21 @@ def matvec_q4_0(w, xq, out, step=STEP):
 
 @njit(parallel=True, cache=True)
 def matmat_q4_0(w, xq, out):
-    flat, rb = w.reshape(-1), w.shape[1]
-    nb = rb // 18
-    for t in range(xq.shape[0]):
-        xt, ot = xq[t], out[t]
-        for r in prange(w.shape[0]):
-            v.row1_q4_0(flat, r, rb, xt, nb, ot)
+    flat, rb, n_rows, n_tok, xrb = w.reshape(-1), w.shape[1], w.shape[0], xq.shape[0], xq.shape[1]
+    nb, full, xflat, oflat = rb // 18, n_tok - n_tok % vt.TILE_TOKENS, xq.reshape(-1), out.reshape(-1)
+    sx, groups = _activation_sums(xq, nb, 34, 2), n_rows // GROUP
+    for c in prange((groups + GROUPS_PER_ITEM - 1) // GROUPS_PER_ITEM):
+        u, d, m = _scratch(nb)
+        for g in range(c * GROUPS_PER_ITEM, min(groups, (c + 1) * GROUPS_PER_ITEM)):
+            r0 = GROUP * g
+            vt.unpack8_q4_0(flat, r0, rb, nb, u, d, m)
+            for t in range(0, full, vt.TILE_TOKENS):
+                vt.gemm8x4_q4_0(u, d, m, nb, xflat, t, xrb, sx, oflat, n_rows, r0)
+            for t in range(full, n_tok):
+                vt.gemm8x1_q4_0(u, d, m, nb, xflat, t, xrb, sx, oflat, n_rows, r0)
+    for r in range(GROUP * groups, n_rows):
+        for t in range(n_tok):
+            v.row1_q4_0(flat, r, rb, xq[t], nb, out[t])
 
 
 @njit(inline="always", cache=True)
@@ -81,12 +120,21 @@ def matvec_q4_1(w, xq, out, step=STEP):
 
 @njit(parallel=True, cache=True)
 def matmat_q4_1(w, xq, out):
-    flat, rb = w.reshape(-1), w.shape[1]
-    nb = rb // 20
-    for t in range(xq.shape[0]):
-        xt, ot = xq[t], out[t]
-        for r in prange(w.shape[0]):
-            v.row1_q4_1(flat, r, rb, xt, nb, ot)
+    flat, rb, n_rows, n_tok, xrb = w.reshape(-1), w.shape[1], w.shape[0], xq.shape[0], xq.shape[1]
+    nb, full, xflat, oflat = rb // 20, n_tok - n_tok % vt.TILE_TOKENS, xq.reshape(-1), out.reshape(-1)
+    sx, groups = _activation_sums(xq, nb, 36, 4), n_rows // GROUP
+    for c in prange((groups + GROUPS_PER_ITEM - 1) // GROUPS_PER_ITEM):
+        u, d, m = _scratch(nb)
+        for g in range(c * GROUPS_PER_ITEM, min(groups, (c + 1) * GROUPS_PER_ITEM)):
+            r0 = GROUP * g
+            vt.unpack8_q4_1(flat, r0, rb, nb, u, d, m)
+            for t in range(0, full, vt.TILE_TOKENS):
+                vt.gemm8x4_q4_1(u, d, m, nb, xflat, t, xrb, sx, oflat, n_rows, r0)
+            for t in range(full, n_tok):
+                vt.gemm8x1_q4_1(u, d, m, nb, xflat, t, xrb, sx, oflat, n_rows, r0)
+    for r in range(GROUP * groups, n_rows):
+        for t in range(n_tok):
+            v.row1_q4_1(flat, r, rb, xq[t], nb, out[t])
 
 
 @njit(inline="always", cache=True)
@@ -112,12 +160,21 @@ def matvec_q5_0(w, xq, out, step=STEP):
 
 @njit(parallel=True, cache=True)
 def matmat_q5_0(w, xq, out):
-    flat, rb = w.reshape(-1), w.shape[1]
-    nb = rb // 22
-    for t in range(xq.shape[0]):
-        xt, ot = xq[t], out[t]
-        for r in prange(w.shape[0]):
-            v.row1_q5_0(flat, r, rb, xt, nb, ot)
+    flat, rb, n_rows, n_tok, xrb = w.reshape(-1), w.shape[1], w.shape[0], xq.shape[0], xq.shape[1]
+    nb, full, xflat, oflat = rb // 22, n_tok - n_tok % vt.TILE_TOKENS, xq.reshape(-1), out.reshape(-1)
+    sx, groups = _activation_sums(xq, nb, 34, 2), n_rows // GROUP
+    for c in prange((groups + GROUPS_PER_ITEM - 1) // GROUPS_PER_ITEM):
+        u, d, m = _scratch(nb)
+        for g in range(c * GROUPS_PER_ITEM, min(groups, (c + 1) * GROUPS_PER_ITEM)):
+            r0 = GROUP * g
+            vt.unpack8_q5_0(flat, r0, rb, nb, u, d, m)
+            for t in range(0, full, vt.TILE_TOKENS):
+                vt.gemm8x4_q5_0(u, d, m, nb, xflat, t, xrb, sx, oflat, n_rows, r0)
+            for t in range(full, n_tok):
+                vt.gemm8x1_q5_0(u, d, m, nb, xflat, t, xrb, sx, oflat, n_rows, r0)
+    for r in range(GROUP * groups, n_rows):
+        for t in range(n_tok):
+            v.row1_q5_0(flat, r, rb, xq[t], nb, out[t])
 
 
 @njit(inline="always", cache=True)
@@ -143,12 +200,21 @@ def matvec_q5_1(w, xq, out, step=STEP):
 
 @njit(parallel=True, cache=True)
 def matmat_q5_1(w, xq, out):
-    flat, rb = w.reshape(-1), w.shape[1]
-    nb = rb // 24
-    for t in range(xq.shape[0]):
-        xt, ot = xq[t], out[t]
-        for r in prange(w.shape[0]):
-            v.row1_q5_1(flat, r, rb, xt, nb, ot)
+    flat, rb, n_rows, n_tok, xrb = w.reshape(-1), w.shape[1], w.shape[0], xq.shape[0], xq.shape[1]
+    nb, full, xflat, oflat = rb // 24, n_tok - n_tok % vt.TILE_TOKENS, xq.reshape(-1), out.reshape(-1)
+    sx, groups = _activation_sums(xq, nb, 36, 4), n_rows // GROUP
+    for c in prange((groups + GROUPS_PER_ITEM - 1) // GROUPS_PER_ITEM):
+        u, d, m = _scratch(nb)
+        for g in range(c * GROUPS_PER_ITEM, min(groups, (c + 1) * GROUPS_PER_ITEM)):
+            r0 = GROUP * g
+            vt.unpack8_q5_1(flat, r0, rb, nb, u, d, m)
+            for t in range(0, full, vt.TILE_TOKENS):
+                vt.gemm8x4_q5_1(u, d, m, nb, xflat, t, xrb, sx, oflat, n_rows, r0)
+            for t in range(full, n_tok):
+                vt.gemm8x1_q5_1(u, d, m, nb, xflat, t, xrb, sx, oflat, n_rows, r0)
+    for r in range(GROUP * groups, n_rows):
+        for t in range(n_tok):
+            v.row1_q5_1(flat, r, rb, xq[t], nb, out[t])
 
 
 @njit(inline="always", cache=True)
@@ -174,9 +240,18 @@ def matvec_q8_0(w, xq, out, step=STEP):
 
 @njit(parallel=True, cache=True)
 def matmat_q8_0(w, xq, out):
-    flat, rb = w.reshape(-1), w.shape[1]
-    nb = rb // 34
-    for t in range(xq.shape[0]):
-        xt, ot = xq[t], out[t]
-        for r in prange(w.shape[0]):
-            v.row1_q8_0(flat, r, rb, xt, nb, ot)
+    flat, rb, n_rows, n_tok, xrb = w.reshape(-1), w.shape[1], w.shape[0], xq.shape[0], xq.shape[1]
+    nb, full, xflat, oflat = rb // 34, n_tok - n_tok % vt.TILE_TOKENS, xq.reshape(-1), out.reshape(-1)
+    sx, groups = _activation_sums(xq, nb, 34, 2), n_rows // GROUP
+    for c in prange((groups + GROUPS_PER_ITEM - 1) // GROUPS_PER_ITEM):
+        u, d, m = _scratch(nb)
+        for g in range(c * GROUPS_PER_ITEM, min(groups, (c + 1) * GROUPS_PER_ITEM)):
+            r0 = GROUP * g
+            vt.unpack8_q8_0(flat, r0, rb, nb, u, d, m)
+            for t in range(0, full, vt.TILE_TOKENS):
+                vt.gemm8x4_q8_0(u, d, m, nb, xflat, t, xrb, sx, oflat, n_rows, r0)
+            for t in range(full, n_tok):
+                vt.gemm8x1_q8_0(u, d, m, nb, xflat, t, xrb, sx, oflat, n_rows, r0)
+    for r in range(GROUP * groups, n_rows):
+        for t in range(n_tok):
+            v.row1_q8_0(flat, r, rb, xq[t], nb, out[t])

@@ -19,6 +19,10 @@ DOT_TYPES: dict[str, tuple[str, str]] = {
     "Q5_K": ("Q8_K", "dot_kquants"), "Q6_K": ("Q8_K", "dot_kquants"),
 }
 
+# types whose matmat is a prompt kernel (vecir_tile: row groups against many tokens), faster than
+# float32 BLAS on dequantized rows; the others' matmat runs matvec's rows token by token
+PROMPT_TYPES = frozenset({"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"})
+
 
 def dot_kernels(type_name: str):
     """(activation format, matvec_<t>, matmat_<t>) for a weight type; KeyError if it has none."""

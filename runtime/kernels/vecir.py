@@ -137,13 +137,20 @@ def _legacy_values(builder, wp, kind, unsigned):
 def _block_quads(builder, wp, xv, kind):
     """<8 x i32>, lane l = the exact integer sum of value_j * x_j over bytes j = 4l..4l+3 of one block
     (ggml's x86 grouping; any grouping of these integer adds gives the same lanes)."""
+    unsigned = isa.HAVE_VNNI and not isa.HAVE_SDOT
+    return _quads_of(builder, _legacy_values(builder, wp, kind, unsigned), xv, kind)
+
+
+def _quads_of(builder, values, xv, kind):
+    """_block_quads of a block's values from _legacy_values (unsigned exactly where the VNNI form runs),
+    so that a tile unpacks each weight block once for several activation rows."""
     if isa.HAVE_SDOT:
-        return isa.quads_sdot(builder, _legacy_values(builder, wp, kind, False), xv)
+        return isa.quads_sdot(builder, values, xv)
     if isa.HAVE_VNNI:
         offset = 128 if kind == "q8_0" else LEGACY_LAYOUT[kind][4]
-        return isa.quads_vnni(builder, _legacy_values(builder, wp, kind, True), xv, offset)
+        return isa.quads_vnni(builder, values, xv, offset)
     # generic IR: <16 x i32> pair sums, folded as x86's pmaddubsw + pmaddwd-with-ones group them
-    partials = _pair_sums(builder, _legacy_values(builder, wp, kind, False), xv)
+    partials = _pair_sums(builder, values, xv)
     even = builder.shuffle_vector(partials, partials, ir.Constant(_vec(I32, 8), list(range(0, 16, 2))))
     odd = builder.shuffle_vector(partials, partials, ir.Constant(_vec(I32, 8), list(range(1, 16, 2))))
     return builder.add(even, odd)
