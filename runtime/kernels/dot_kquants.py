@@ -6,7 +6,9 @@
 Each super-block is one vecir intrinsic: the integer part (ggml's aux32[8] lanes, or Q2_K's isum) in
 vector IR, and the float part following ggml-cpu/quants.c's ggml_vec_dot_<t>_q8_K_generic literally: 8 float lane sums
 `sums[l] += d * aux32[l]`, the mins term subtracted per block, lanes added to sumf at the end. So each
-output equals that scalar C code compiled without FP contraction, and matmat equals matvec bit for bit.
+output equals that scalar C code compiled without FP contraction. matmat (prompts) unpacks groups of 8
+rows once and runs them against 4 tokens at a time, one row per vector lane (vecir_tile): exact integer
+sums per super-block, its own float order (within float32 rounding of matvec's).
 Rows are processed in chunks (matvec's `chunk`: rows per parallel work item, chosen per matrix by the
 tuner, shapes.py; any value gives the same bits); the 8 float lane sums live on each chunk's stack
 (vecir.lane_sums), so the kernels allocate nothing.
@@ -17,11 +19,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ggq.runtime.kernels import vecir_tile as vt
 from ggq.runtime.kernels.shapes import UNTUNED
+from ggq.runtime.kernels.vecir_tile import GROUP
 from ggq.runtime.kernels.vecir import block_q2_k, block_q3_k, block_q4_k, block_q5_k, block_q6_k, lane_sums
 
 F32 = np.float32
 CHUNK = UNTUNED["kquant"]  # rows per parallel work item, unless the tuner chose another (shapes.py)
+GROUPS_PER_ITEM = 2  # prompts: row groups of 8 per parallel work item (one scratch allocation each)
 
 
 @njit(inline="always", cache=True)
@@ -81,6 +86,14 @@ def _row_q6_k(wr, xr, sums):
     return _finish(sumf, sums)
 
 
+@njit(inline="always", cache=True)
+def _scratch(nsb, n_sub):
+    """A work item's unpacked row group (vecir_tile.kquant_unpack): values, scales, mins, d, -dmin."""
+    per_sub = nsb * n_sub * GROUP
+    return (np.empty(nsb * vt.SB, np.uint8), np.empty(per_sub, np.int32), np.empty(per_sub, np.int32),
+            np.empty(nsb * GROUP, np.float32), np.empty(nsb * GROUP, np.float32))
+
+
 # One matvec/matmat pair per type; written out because cached Numba closures over a row function
 # would share one cache entry.
 @njit(parallel=True, cache=True)
@@ -94,11 +107,22 @@ def matvec_q2_k(w, xq, out, chunk=CHUNK):
 
 @njit(parallel=True, cache=True)
 def matmat_q2_k(w, xq, out):
-    for c in prange((w.shape[0] + CHUNK - 1) // CHUNK):
+    flat, rb, n_rows, n_tok, xrb = w.reshape(-1), w.shape[1], w.shape[0], xq.shape[0], xq.shape[1]
+    nsb, full, xflat, oflat = rb // 84, n_tok - n_tok % vt.TILE_TOKENS, xq.reshape(-1), out.reshape(-1)
+    groups = n_rows // GROUP
+    for c in prange((groups + GROUPS_PER_ITEM - 1) // GROUPS_PER_ITEM):
+        u, sc, mn, d, dm = _scratch(nsb, 16)
+        for g in range(c * GROUPS_PER_ITEM, min(groups, (c + 1) * GROUPS_PER_ITEM)):
+            r0 = GROUP * g
+            vt.unpack8_q2_k(flat, r0, rb, nsb, u, sc, mn, d, dm)
+            for t in range(0, full, vt.TILE_TOKENS):
+                vt.gemm8x4_q2_k(u, sc, mn, d, dm, nsb, xflat, t, xrb, oflat, n_rows, r0)
+            for t in range(full, n_tok):
+                vt.gemm8x1_q2_k(u, sc, mn, d, dm, nsb, xflat, t, xrb, oflat, n_rows, r0)
+    for r in range(GROUP * groups, n_rows):
         sums = lane_sums()
-        for r in range(c * CHUNK, min(w.shape[0], (c + 1) * CHUNK)):
-            for t in range(xq.shape[0]):
-                out[t, r] = _row_q2_k(w[r], xq[t], sums)
+        for t in range(n_tok):
+            out[t, r] = _row_q2_k(w[r], xq[t], sums)
 
 
 @njit(parallel=True, cache=True)
@@ -112,11 +136,22 @@ def matvec_q3_k(w, xq, out, chunk=CHUNK):
 
 @njit(parallel=True, cache=True)
 def matmat_q3_k(w, xq, out):
-    for c in prange((w.shape[0] + CHUNK - 1) // CHUNK):
+    flat, rb, n_rows, n_tok, xrb = w.reshape(-1), w.shape[1], w.shape[0], xq.shape[0], xq.shape[1]
+    nsb, full, xflat, oflat = rb // 110, n_tok - n_tok % vt.TILE_TOKENS, xq.reshape(-1), out.reshape(-1)
+    groups = n_rows // GROUP
+    for c in prange((groups + GROUPS_PER_ITEM - 1) // GROUPS_PER_ITEM):
+        u, sc, mn, d, dm = _scratch(nsb, 16)
+        for g in range(c * GROUPS_PER_ITEM, min(groups, (c + 1) * GROUPS_PER_ITEM)):
+            r0 = GROUP * g
+            vt.unpack8_q3_k(flat, r0, rb, nsb, u, sc, mn, d, dm)
+            for t in range(0, full, vt.TILE_TOKENS):
+                vt.gemm8x4_q3_k(u, sc, mn, d, dm, nsb, xflat, t, xrb, oflat, n_rows, r0)
+            for t in range(full, n_tok):
+                vt.gemm8x1_q3_k(u, sc, mn, d, dm, nsb, xflat, t, xrb, oflat, n_rows, r0)
+    for r in range(GROUP * groups, n_rows):
         sums = lane_sums()
-        for r in range(c * CHUNK, min(w.shape[0], (c + 1) * CHUNK)):
-            for t in range(xq.shape[0]):
-                out[t, r] = _row_q3_k(w[r], xq[t], sums)
+        for t in range(n_tok):
+            out[t, r] = _row_q3_k(w[r], xq[t], sums)
 
 
 @njit(parallel=True, cache=True)
@@ -130,11 +165,22 @@ def matvec_q4_k(w, xq, out, chunk=CHUNK):
 
 @njit(parallel=True, cache=True)
 def matmat_q4_k(w, xq, out):
-    for c in prange((w.shape[0] + CHUNK - 1) // CHUNK):
+    flat, rb, n_rows, n_tok, xrb = w.reshape(-1), w.shape[1], w.shape[0], xq.shape[0], xq.shape[1]
+    nsb, full, xflat, oflat = rb // 144, n_tok - n_tok % vt.TILE_TOKENS, xq.reshape(-1), out.reshape(-1)
+    groups = n_rows // GROUP
+    for c in prange((groups + GROUPS_PER_ITEM - 1) // GROUPS_PER_ITEM):
+        u, sc, mn, d, dm = _scratch(nsb, 8)
+        for g in range(c * GROUPS_PER_ITEM, min(groups, (c + 1) * GROUPS_PER_ITEM)):
+            r0 = GROUP * g
+            vt.unpack8_q4_k(flat, r0, rb, nsb, u, sc, mn, d, dm)
+            for t in range(0, full, vt.TILE_TOKENS):
+                vt.gemm8x4_q4_k(u, sc, mn, d, dm, nsb, xflat, t, xrb, oflat, n_rows, r0)
+            for t in range(full, n_tok):
+                vt.gemm8x1_q4_k(u, sc, mn, d, dm, nsb, xflat, t, xrb, oflat, n_rows, r0)
+    for r in range(GROUP * groups, n_rows):
         sums = lane_sums()
-        for r in range(c * CHUNK, min(w.shape[0], (c + 1) * CHUNK)):
-            for t in range(xq.shape[0]):
-                out[t, r] = _row_q4_k(w[r], xq[t], sums)
+        for t in range(n_tok):
+            out[t, r] = _row_q4_k(w[r], xq[t], sums)
 
 
 @njit(parallel=True, cache=True)
@@ -148,11 +194,22 @@ def matvec_q5_k(w, xq, out, chunk=CHUNK):
 
 @njit(parallel=True, cache=True)
 def matmat_q5_k(w, xq, out):
-    for c in prange((w.shape[0] + CHUNK - 1) // CHUNK):
+    flat, rb, n_rows, n_tok, xrb = w.reshape(-1), w.shape[1], w.shape[0], xq.shape[0], xq.shape[1]
+    nsb, full, xflat, oflat = rb // 176, n_tok - n_tok % vt.TILE_TOKENS, xq.reshape(-1), out.reshape(-1)
+    groups = n_rows // GROUP
+    for c in prange((groups + GROUPS_PER_ITEM - 1) // GROUPS_PER_ITEM):
+        u, sc, mn, d, dm = _scratch(nsb, 8)
+        for g in range(c * GROUPS_PER_ITEM, min(groups, (c + 1) * GROUPS_PER_ITEM)):
+            r0 = GROUP * g
+            vt.unpack8_q5_k(flat, r0, rb, nsb, u, sc, mn, d, dm)
+            for t in range(0, full, vt.TILE_TOKENS):
+                vt.gemm8x4_q5_k(u, sc, mn, d, dm, nsb, xflat, t, xrb, oflat, n_rows, r0)
+            for t in range(full, n_tok):
+                vt.gemm8x1_q5_k(u, sc, mn, d, dm, nsb, xflat, t, xrb, oflat, n_rows, r0)
+    for r in range(GROUP * groups, n_rows):
         sums = lane_sums()
-        for r in range(c * CHUNK, min(w.shape[0], (c + 1) * CHUNK)):
-            for t in range(xq.shape[0]):
-                out[t, r] = _row_q5_k(w[r], xq[t], sums)
+        for t in range(n_tok):
+            out[t, r] = _row_q5_k(w[r], xq[t], sums)
 
 
 @njit(parallel=True, cache=True)
@@ -166,8 +223,19 @@ def matvec_q6_k(w, xq, out, chunk=CHUNK):
 
 @njit(parallel=True, cache=True)
 def matmat_q6_k(w, xq, out):
-    for c in prange((w.shape[0] + CHUNK - 1) // CHUNK):
+    flat, rb, n_rows, n_tok, xrb = w.reshape(-1), w.shape[1], w.shape[0], xq.shape[0], xq.shape[1]
+    nsb, full, xflat, oflat = rb // 210, n_tok - n_tok % vt.TILE_TOKENS, xq.reshape(-1), out.reshape(-1)
+    groups = n_rows // GROUP
+    for c in prange((groups + GROUPS_PER_ITEM - 1) // GROUPS_PER_ITEM):
+        u, sc, mn, d, dm = _scratch(nsb, 16)
+        for g in range(c * GROUPS_PER_ITEM, min(groups, (c + 1) * GROUPS_PER_ITEM)):
+            r0 = GROUP * g
+            vt.unpack8_q6_k(flat, r0, rb, nsb, u, sc, mn, d, dm)
+            for t in range(0, full, vt.TILE_TOKENS):
+                vt.gemm8x4_q6_k(u, sc, mn, d, dm, nsb, xflat, t, xrb, oflat, n_rows, r0)
+            for t in range(full, n_tok):
+                vt.gemm8x1_q6_k(u, sc, mn, d, dm, nsb, xflat, t, xrb, oflat, n_rows, r0)
+    for r in range(GROUP * groups, n_rows):
         sums = lane_sums()
-        for r in range(c * CHUNK, min(w.shape[0], (c + 1) * CHUNK)):
-            for t in range(xq.shape[0]):
-                out[t, r] = _row_q6_k(w[r], xq[t], sums)
+        for t in range(n_tok):
+            out[t, r] = _row_q6_k(w[r], xq[t], sums)

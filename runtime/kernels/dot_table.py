@@ -21,7 +21,7 @@ DOT_TYPES: dict[str, tuple[str, str]] = {
 
 # types whose matmat is a prompt kernel (vecir_tile: row groups against many tokens), faster than
 # float32 BLAS on dequantized rows; the others' matmat runs matvec's rows token by token
-PROMPT_TYPES = frozenset({"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"})
+PROMPT_TYPES = frozenset({"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"})
 
 
 def dot_kernels(type_name: str):

@@ -151,3 +151,158 @@ unpack8_q4_0, unpack8_q4_1, unpack8_q5_0, unpack8_q5_1, unpack8_q8_0 = (legacy_u
 gemm8x4_q4_0, gemm8x4_q4_1, gemm8x4_q5_0, gemm8x4_q5_1, gemm8x4_q8_0 = (
     legacy_gemm(k, TILE_TOKENS) for k in v.LEGACY_KINDS)
 gemm8x1_q4_0, gemm8x1_q4_1, gemm8x1_q5_0, gemm8x1_q5_1, gemm8x1_q8_0 = (legacy_gemm(k, 1) for k in v.LEGACY_KINDS)
+
+
+# ---- k-quants: super-blocks of 256 values with integer sub-block scales ------------------------------
+# kind -> (super-block bytes, sub-blocks, offset of d, offset of dmin or None, value offset)
+# result = sum over super-blocks of d_x * (d * sum_s scale_s * dot_s - dmin * sum_s min_s * bsum_s), where
+# bsum_s is the sum of the activation's 8-bit values over sub-block s (Q8_K's bsums). Q3_K and Q6_K have
+# no mins; their value offset, where the VNNI form keeps values unsigned, takes the mins' place with
+# min_s = offset * scale_s and the factor d itself, so it is subtracted in integers.
+KQUANT_LAYOUT = {
+    "q2_k": (84, 16, 80, 82, 0), "q3_k": (110, 16, 108, None, 4), "q4_k": (144, 8, 0, 2, 0),
+    "q5_k": (176, 8, 0, 2, 0), "q6_k": (210, 16, 208, None, 32),
+}
+SB = 2048  # unpacked bytes per super-block of a row group: 64 groups of 4 values x 8 rows
+
+
+def _kquant_values(builder, kind, wp, signed_offset):
+    chunks = {"q2_k": v._chunks_q2_k, "q3_k": v._chunks_q3_k, "q6_k": v._chunks_q6_k}.get(kind)
+    chunks = chunks(builder, wp) if chunks else v._chunks_q45_k(builder, wp, kind == "q5_k")
+    if signed_offset:
+        chunks = [builder.sub(c, v._splat(I8, 32, signed_offset)) for c in chunks]
+    return chunks
+
+
+def _kquant_scales(builder, kind, wp):
+    """(<n_sub x i32> scales, <n_sub x i32> mins or None) of one super-block, sub-blocks in order."""
+    if kind == "q2_k":
+        q = _bytes(builder, wp, 16)
+        return (builder.zext(builder.and_(q, v._splat(I8, 16, 15)), _vec(I32, 16)),
+                builder.zext(builder.lshr(q, v._splat(I8, 16, 4)), _vec(I32, 16)))
+    if kind == "q3_k":
+        return v._scales_q3_k(builder, wp), None
+    if kind == "q6_k":
+        return builder.sext(_bytes(builder, wp, 16, 192), _vec(I32, 16)), None
+    return v._scales_k4(builder, wp)
+
+
+def kquant_unpack(kind):
+    """Intrinsic unpack8_<kind>(w, r0, rb, nsb, U, S, N, D, DM): rows r0..r0+7 into U (values, as the
+    legacy unpack lays them out), S and N (i32 [nsb * n_sub * 8]: scales and mins per sub-block and row),
+    D and DM (f32 [nsb * 8]: d, and -dmin or -d for the offset term)."""
+    wsz, n_sub, at_d, at_dmin, offset = KQUANT_LAYOUT[kind]
+    unsigned_offset = offset if UNSIGNED else 0
+
+    def typer(typingctx, w, r0, rb, nsb, U, S, N, D, DM):
+        def codegen(context, builder, sig, args):
+            w_arr, r0_v, rb_v, nsb_v = args[:4]
+            rows = [v._ptr(context, builder, sig.args[0], w_arr,
+                           builder.mul(builder.add(r0_v, ir.Constant(r0_v.type, i)), rb_v)) for i in range(GROUP)]
+            up = v._ptr(context, builder, sig.args[4], args[4], ir.Constant(nsb_v.type, 0))
+            sp, np_ = (builder.bitcast(context.make_array(sig.args[k])(context, builder, args[k]).data,
+                                       I32.as_pointer()) for k in (5, 6))
+            dp, dmp = _f32_ptr(context, builder, sig.args[7], args[7]), _f32_ptr(context, builder, sig.args[8], args[8])
+            with cgutils.for_range(builder, nsb_v) as loop:
+                b = loop.index
+                for i, row in enumerate(rows):
+                    wp = builder.gep(row, [builder.mul(b, ir.Constant(b.type, wsz))])
+                    for c, chunk in enumerate(_kquant_values(builder, kind, wp, 0 if UNSIGNED else offset)):
+                        quads = builder.bitcast(chunk, _vec(I32, 8))
+                        for g in range(8):
+                            at = builder.add(builder.mul(b, ir.Constant(b.type, SB)),
+                                             ir.Constant(b.type, 32 * (8 * c + g) + 4 * i))
+                            dst = builder.bitcast(builder.gep(up, [at]), I32.as_pointer())
+                            builder.store(builder.extract_element(quads, ir.Constant(I32, g)), dst, align=1)
+                    scales, mins = _kquant_scales(builder, kind, wp)
+                    if mins is None:
+                        mins = builder.mul(scales, v._splat(I32, n_sub, unsigned_offset))
+                    for s in range(n_sub):
+                        slot = builder.add(builder.mul(b, ir.Constant(b.type, n_sub * GROUP)),
+                                           ir.Constant(b.type, s * GROUP + i))
+                        builder.store(builder.extract_element(scales, ir.Constant(I32, s)), builder.gep(sp, [slot]))
+                        builder.store(builder.extract_element(mins, ir.Constant(I32, s)), builder.gep(np_, [slot]))
+                    slot = builder.add(builder.mul(b, ir.Constant(b.type, GROUP)), ir.Constant(b.type, i))
+                    d = v._half_at(builder, wp, at_d)
+                    dmin = v._half_at(builder, wp, at_dmin) if at_dmin is not None else d
+                    builder.store(d, builder.gep(dp, [slot]))
+                    builder.store(builder.fneg(dmin), builder.gep(dmp, [slot]))
+            return context.get_dummy_value()
+        return types.none(w, types.intp, types.intp, types.intp, U, S, N, D, DM), codegen
+    return intrinsic(typer)
+
+
+def _bsum(builder, xp, s, n_sub):
+    """Sum of the Q8_K block's values over sub-block s (bsums hold sums of 16)."""
+    def at(j):
+        return builder.sext(_load(builder, builder.gep(xp, [ir.Constant(I32, 260 + 2 * j)]), ir.IntType(16)), I32)
+    return at(s) if n_sub == 16 else builder.add(at(2 * s), at(2 * s + 1))
+
+
+def kquant_gemm(kind, n_toks):
+    """Intrinsic gemm8x<n_toks>_<kind>(U, S, N, D, DM, nsb, xq, t0, xrb, out, stride, r0): as the legacy
+    gemm, per super-block: exact integer sums of scale * dot and min * bsum over the sub-blocks, then
+    fma(isum, d * d_x, acc) and fma(imin, -dmin * d_x, acc) (one fma of isum - imin where the factor is d)."""
+    n_sub, at_dmin = KQUANT_LAYOUT[kind][1], KQUANT_LAYOUT[kind][3]
+    groups, has_mins = 64 // n_sub, at_dmin is not None or UNSIGNED and KQUANT_LAYOUT[kind][4]
+
+    def typer(typingctx, U, S, N, D, DM, nsb, x, t0, xrb, out, stride, r0):
+        def codegen(context, builder, sig, args):
+            nsb_v, x_arr, t0_v, xrb_v, out_arr, stride_v, r0_v = args[5:]
+            up = v._ptr(context, builder, sig.args[0], args[0], ir.Constant(nsb_v.type, 0))
+            sp, np_ = (builder.bitcast(context.make_array(sig.args[k])(context, builder, args[k]).data,
+                                       I32.as_pointer()) for k in (1, 2))
+            dp, dmp = _f32_ptr(context, builder, sig.args[3], args[3]), _f32_ptr(context, builder, sig.args[4], args[4])
+            toks = [builder.add(t0_v, ir.Constant(t0_v.type, j)) for j in range(n_toks)]
+            xps = [v._ptr(context, builder, sig.args[6], x_arr, builder.mul(t, xrb_v)) for t in toks]
+            zero8 = ir.Constant(_vec(F32, GROUP), [0.0] * GROUP)
+            accs = [cgutils.alloca_once_value(builder, zero8) for _ in toks]
+            vec_i32 = _vec(I32, GROUP).as_pointer()
+            with cgutils.for_range(builder, nsb_v) as loop:
+                b = loop.index
+                ub = builder.gep(up, [builder.mul(b, ir.Constant(b.type, SB))])
+                xbs = [builder.gep(xp, [builder.mul(b, ir.Constant(b.type, 292))]) for xp in xps]
+                isums = [_zeros(I32, GROUP) for _ in toks]
+                imins = [_zeros(I32, GROUP) for _ in toks]
+                for s in range(n_sub):
+                    slot = builder.add(builder.mul(b, ir.Constant(b.type, n_sub * GROUP)), ir.Constant(b.type, s * GROUP))
+                    scale = builder.load(builder.bitcast(builder.gep(sp, [slot]), vec_i32), align=4)
+                    mins = builder.load(builder.bitcast(builder.gep(np_, [slot]), vec_i32), align=4) if has_mins else None
+                    weights = [_bytes(builder, ub, 32, 32 * (groups * s + g)) for g in range(groups)]
+                    for j, xb in enumerate(xbs):
+                        dot = _zeros(I32, GROUP)
+                        for g in range(groups):
+                            at = 4 + 4 * (groups * s + g)
+                            xg = _splat_vec(builder, _load(builder, builder.gep(xb, [ir.Constant(I32, at)]), I32), I32)
+                            dot = _dot4(builder, dot, weights[g], builder.bitcast(xg, _vec(I8, 32)))
+                        isums[j] = builder.add(isums[j], builder.mul(dot, scale))
+                        if has_mins:
+                            bsum = _splat_vec(builder, _bsum(builder, xb, s, n_sub), I32)
+                            imins[j] = builder.add(imins[j], builder.mul(mins, bsum))
+                slot = builder.mul(b, ir.Constant(b.type, GROUP))
+                d = _load(builder, builder.gep(dp, [slot]), _vec(F32, GROUP))
+                neg_dmin = _load(builder, builder.gep(dmp, [slot]), _vec(F32, GROUP))
+                for j, xb in enumerate(xbs):
+                    dx = _splat_vec(builder, _load(builder, xb, F32), F32)
+                    acc = builder.load(accs[j])
+                    if has_mins and at_dmin is None:   # the offset term: d is its factor too
+                        isums[j] = builder.sub(isums[j], imins[j])
+                    acc = v._fma(builder, builder.fmul(d, dx), builder.sitofp(isums[j], _vec(F32, GROUP)), acc)
+                    if has_mins and at_dmin is not None:
+                        acc = v._fma(builder, builder.fmul(neg_dmin, dx), builder.sitofp(imins[j], _vec(F32, GROUP)), acc)
+                    builder.store(acc, accs[j])
+            op = _f32_ptr(context, builder, sig.args[9], out_arr)
+            for t, acc in zip(toks, accs):
+                dst = builder.gep(op, [builder.add(builder.mul(t, stride_v), r0_v)])
+                builder.store(builder.load(acc), builder.bitcast(dst, _vec(F32, GROUP).as_pointer()), align=4)
+            return context.get_dummy_value()
+        return (types.none(U, S, N, D, DM, types.intp, x, types.intp, types.intp, out, types.intp, types.intp),
+                codegen)
+    return intrinsic(typer)
+
+
+KQUANT_KINDS = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k")
+unpack8_q2_k, unpack8_q3_k, unpack8_q4_k, unpack8_q5_k, unpack8_q6_k = (kquant_unpack(k) for k in KQUANT_KINDS)
+gemm8x4_q2_k, gemm8x4_q3_k, gemm8x4_q4_k, gemm8x4_q5_k, gemm8x4_q6_k = (
+    kquant_gemm(k, TILE_TOKENS) for k in KQUANT_KINDS)
+gemm8x1_q2_k, gemm8x1_q3_k, gemm8x1_q4_k, gemm8x1_q5_k, gemm8x1_q6_k = (kquant_gemm(k, 1) for k in KQUANT_KINDS)
