@@ -1,5 +1,6 @@
-"""The transformer over a KV cache: `Transformer.forward(tokens, pos)` runs a prompt (float32 activations,
-weights dequantized a tile at a time into BLAS matmuls, attention as BLAS products), and
+"""The transformer over a KV cache: `Transformer.forward(tokens, pos)` runs a prompt (block weights times
+8-bit activations in prompt kernels that take many tokens at once, as llama.cpp does; float weights, or
+everything with exact=True, through float32 BLAS on dequantized tiles; attention as BLAS products), and
 `Transformer.decode(token, pos)` runs one generated token through the compiled step of kernels/step.py
 (fused dequantize-and-dot kernels; activations rounded to 8-bit blocks as llama.cpp does, unless exact).
 
@@ -31,7 +32,7 @@ from ggq.runtime.params import ModelParams, read_params
 from ggq.runtime.weights import Layer, embed, linear, linears, load_weights
 
 ACTIVATIONS = {"silu": silu_mul, "gelu_tanh": gelu_tanh_mul}
-DEFAULT_BATCH = 256
+DEFAULT_BATCH = 512  # prompt tokens per batch: llama.cpp's default n_ubatch
 LLAMACPP_UBATCH = 512  # llama.cpp's default n_ubatch (the match_llamacpp mode follows its grouping)
 
 

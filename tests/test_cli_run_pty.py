@@ -1,7 +1,7 @@
 """`ggq run MODEL` driven through a pseudo-terminal, as a person at a terminal would use it.
 
 Oracles: the acceptance answer "Paris" (what transformers' float model answers for this question, see
-test_runtime_api.py); the documented behaviour of the interactive loop (runtime/repl.py docstring:
+test_runtime_api.py; so the runs that ask it use --exact, float32 activations, as that model does); the documented behaviour of the interactive loop (runtime/repl.py docstring:
 \"\"\" multi-line input, /set and /clear acknowledged, Ctrl-C stops an answer with "[stopped]" and keeps
 the session, /bye exits 0); the terminal itself turning a typed Ctrl-C (byte 0x03) into SIGINT.
 """
@@ -139,7 +139,7 @@ def compiled_kernels(q4_1_gguf):
 @pytest.fixture
 def terminal(q4_1_gguf):
     argv = [sys.executable, "-P", "-m", "ggq", "run", str(q4_1_gguf), "--temp", "0", "-n", "24",
-            "--threads", "1", "--ctx-size", "1024"]
+            "--threads", "1", "--ctx-size", "1024", "--exact"]
     term = Terminal(argv, _env())
     yield term
     term.close()
@@ -214,7 +214,7 @@ def test_ctrl_d_at_the_prompt_exits_0(terminal):
 def test_one_shot_prints_only_the_answer(q4_1_gguf):
     """-p: stdout is the answer alone (no banner, prompt or progress), stderr is empty."""
     argv = [sys.executable, "-P", "-m", "ggq", "run", str(q4_1_gguf), "-p", QUESTION, "--temp", "0",
-            "-n", "16", "--threads", "1"]
+            "-n", "16", "--threads", "1", "--exact"]
     done = subprocess.run(argv, capture_output=True, text=True, env=_env(), timeout=60)
     assert done.returncode == 0, done.stderr
     assert "Paris" in done.stdout
@@ -248,7 +248,7 @@ def test_model_without_chat_template_is_one_clear_line(q4_1_gguf, tmp_path):
     template = tmp_path / "chatml.jinja"
     template.write_text("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
                         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-    argv += ["--chat-template", str(template), "--temp", "0", "-n", "16"]
+    argv += ["--chat-template", str(template), "--temp", "0", "-n", "16", "--exact"]
     done = subprocess.run(argv, capture_output=True, text=True, env=_env(), timeout=60, input=QUESTION + "\n")
     assert done.returncode == 0, done.stderr
     assert "Paris" in done.stdout

@@ -89,8 +89,7 @@ def _row_q6_k(wr, xr, sums):
 @njit(inline="always", cache=True)
 def _scratch(nsb, n_sub):
     """A work item's unpacked row group (vecir_tile.kquant_unpack): values, scales, mins, d, -dmin."""
-    per_sub = nsb * n_sub * GROUP
-    return (np.empty(nsb * vt.SB, np.uint8), np.empty(per_sub, np.int32), np.empty(per_sub, np.int32),
+    return (np.empty(nsb * vt.SB, np.uint8), np.empty(nsb * n_sub * GROUP, np.int32), np.empty(nsb * 8 * GROUP, np.int32),
             np.empty(nsb * GROUP, np.float32), np.empty(nsb * GROUP, np.float32))
 
 

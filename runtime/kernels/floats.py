@@ -1,7 +1,7 @@
 """Matrix-vector kernels for the float formats F32, F16, BF16 (weights viewed as float32 / uint16 rows).
 
-Tiles for prefill need no kernel here: numpy widens F16 (`view(float16).astype`) and BF16 (shift into
-the top half of a uint32) faster than a loop would.
+Tiles for prefill: F16 rows are widened by a parallel kernel; numpy widens BF16 (shift into the top half
+of a uint32) fast enough.
 """
 from __future__ import annotations
 
@@ -58,8 +58,13 @@ def matvec_bf16(w, x, out):
         out[r] = acc
 
 
-def decode_rows_f16(w: np.ndarray, r0: int, out: np.ndarray) -> None:
-    out[...] = w[r0:r0 + out.shape[0]].view(np.float16)
+@njit(parallel=True, cache=True)
+def decode_rows_f16(w, r0, out):
+    """Rows r0.. of F16 bits as float32, rows in parallel (numpy's float16 widening ran at ~0.2 G values/s
+    here, half of an F16 model's prompt time; half_to_float's selects vectorize)."""
+    for r in prange(out.shape[0]):
+        for i in range(out.shape[1]):
+            out[r, i] = half_to_float(w[r0 + r, i])
 
 
 def decode_rows_bf16(w: np.ndarray, r0: int, out: np.ndarray) -> None:

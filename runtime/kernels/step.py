@@ -94,11 +94,26 @@ def _matvec_int_dot(kind, shape, w, x, out, xq):
 
 
 @njit(cache=True)
+def _matvec_float_weights(kind, w, x, out):
+    if kind == F32:
+        fl.matvec_f32(w.view(np.float32), x, out)
+    elif kind == F16:
+        fl.matvec_f16(w.view(np.uint16), x, out)
+    else:
+        fl.matvec_bf16(w.view(np.uint16), x, out)
+
+
+@njit(cache=True)
 def matvec_any(blob, mats, m, x, out, xq, exact):
-    """out = W_m @ x for matrix m of the table mats [n, 5] = (byte offset, rows, row bytes, kind, shape)."""
+    """out = W_m @ x for matrix m of the table mats [n, 5] = (byte offset, rows, row bytes, kind, shape).
+    exact is True (float32 activations for every type) or None (8-bit activations for block types):
+    None is a type of its own, so Numba prunes the branch and the step of a model that is not exact
+    never compiles the float-activation kernels of the block types (a fifth of a cold start)."""
     off, rows, row_bytes, kind, shape = mats[m, 0], mats[m, 1], mats[m, 2], mats[m, 3], mats[m, 4]
     w = blob[off:off + rows * row_bytes].reshape((rows, row_bytes))
-    if exact or kind <= BF16:
+    if kind <= BF16:
+        _matvec_float_weights(kind, w, x, out)
+    elif exact is not None:
         _matvec_float_act(kind, w, x, out)
     else:
         _matvec_int_dot(kind, shape, w, x, out, xq)

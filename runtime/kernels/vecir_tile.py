@@ -189,8 +189,8 @@ def _kquant_scales(builder, kind, wp):
 
 def kquant_unpack(kind):
     """Intrinsic unpack8_<kind>(w, r0, rb, nsb, U, S, N, D, DM): rows r0..r0+7 into U (values, as the
-    legacy unpack lays them out), S and N (i32 [nsb * n_sub * 8]: scales and mins per sub-block and row),
-    D and DM (f32 [nsb * 8]: d, and -dmin or -d for the offset term)."""
+    legacy unpack lays them out), S (i32 [nsb * n_sub * 8]: scales per sub-block and row), N (i32
+    [nsb * 8 * 8]: mins as i16 pairs, _min_pairs), D and DM (f32 [nsb * 8]: d, and -dmin or -d)."""
     wsz, n_sub, at_d, at_dmin, offset = KQUANT_LAYOUT[kind]
     unsigned_offset = offset if UNSIGNED else 0
 
@@ -221,7 +221,9 @@ def kquant_unpack(kind):
                         slot = builder.add(builder.mul(b, ir.Constant(b.type, n_sub * GROUP)),
                                            ir.Constant(b.type, s * GROUP + i))
                         builder.store(builder.extract_element(scales, ir.Constant(I32, s)), builder.gep(sp, [slot]))
-                        builder.store(builder.extract_element(mins, ir.Constant(I32, s)), builder.gep(np_, [slot]))
+                    for k, packed in enumerate(_min_pairs(builder, mins, n_sub)):
+                        slot = builder.add(builder.mul(b, ir.Constant(b.type, 8 * GROUP)), ir.Constant(b.type, k * GROUP + i))
+                        builder.store(packed, builder.gep(np_, [slot]))
                     slot = builder.add(builder.mul(b, ir.Constant(b.type, GROUP)), ir.Constant(b.type, i))
                     d = v._half_at(builder, wp, at_d)
                     dmin = v._half_at(builder, wp, at_dmin) if at_dmin is not None else d
@@ -232,11 +234,28 @@ def kquant_unpack(kind):
     return intrinsic(typer)
 
 
-def _bsum(builder, xp, s, n_sub):
-    """Sum of the Q8_K block's values over sub-block s (bsums hold sums of 16)."""
-    def at(j):
-        return builder.sext(_load(builder, builder.gep(xp, [ir.Constant(I32, 260 + 2 * j)]), ir.IntType(16)), I32)
-    return at(s) if n_sub == 16 else builder.add(at(2 * s), at(2 * s + 1))
+def _min_pairs(builder, mins, n_sub):
+    """The 8 i32 words of a row's mins, each two i16 for the Q8_K bsums 2k and 2k+1 (sums of 16 values):
+    the mins of sub-blocks 2k and 2k+1 (16 sub-blocks) or that of sub-block k twice (8 of 32 values)."""
+    words = []
+    for k in range(8):
+        lo, hi = (2 * k, 2 * k + 1) if n_sub == 16 else (k, k)
+        lo_v = builder.and_(builder.extract_element(mins, ir.Constant(I32, lo)), ir.Constant(I32, 0xFFFF))
+        hi_v = builder.shl(builder.extract_element(mins, ir.Constant(I32, hi)), ir.Constant(I32, 16))
+        words.append(builder.or_(lo_v, hi_v))
+    return words
+
+
+def _dot2_i16(builder, acc, a, b):
+    """acc + per lane: a.lo16 * b.lo16 + a.hi16 * b.hi16 (<8 x i32> of i16 pairs): vpdpwssd with
+    AVX512-VNNI, else generic IR (pmaddwd on x86, smull/addp on ARM)."""
+    if isa.HAVE_VNNI:
+        return isa._call(builder, "llvm.x86.avx512.vpdpwssd.256", _vec(I32, 8), acc, a, b)
+    i16x16, i32x16 = _vec(ir.IntType(16), 16), _vec(I32, 16)
+    prod = builder.mul(builder.sext(builder.bitcast(a, i16x16), i32x16), builder.sext(builder.bitcast(b, i16x16), i32x16))
+    even = builder.shuffle_vector(prod, prod, ir.Constant(_vec(I32, 8), list(range(0, 16, 2))))
+    odd = builder.shuffle_vector(prod, prod, ir.Constant(_vec(I32, 8), list(range(1, 16, 2))))
+    return builder.add(acc, builder.add(even, odd))
 
 
 def kquant_gemm(kind, n_toks):
@@ -262,23 +281,35 @@ def kquant_gemm(kind, n_toks):
                 b = loop.index
                 ub = builder.gep(up, [builder.mul(b, ir.Constant(b.type, SB))])
                 xbs = [builder.gep(xp, [builder.mul(b, ir.Constant(b.type, 292))]) for xp in xps]
-                isums = [_zeros(I32, GROUP) for _ in toks]
-                imins = [_zeros(I32, GROUP) for _ in toks]
-                for s in range(n_sub):
-                    slot = builder.add(builder.mul(b, ir.Constant(b.type, n_sub * GROUP)), ir.Constant(b.type, s * GROUP))
+                isums = [cgutils.alloca_once_value(builder, _zeros(I32, GROUP)) for _ in toks]
+                for ptr in isums:
+                    builder.store(_zeros(I32, GROUP), ptr)
+                # sub-blocks as a loop, not unrolled: a fraction of the code to compile, at the same speed
+                with cgutils.for_range(builder, ir.Constant(b.type, n_sub)) as sub:
+                    s = sub.index
+                    slot = builder.add(builder.mul(b, ir.Constant(b.type, n_sub * GROUP)),
+                                       builder.mul(s, ir.Constant(b.type, GROUP)))
                     scale = builder.load(builder.bitcast(builder.gep(sp, [slot]), vec_i32), align=4)
-                    mins = builder.load(builder.bitcast(builder.gep(np_, [slot]), vec_i32), align=4) if has_mins else None
-                    weights = [_bytes(builder, ub, 32, 32 * (groups * s + g)) for g in range(groups)]
+                    first = builder.mul(s, ir.Constant(b.type, groups))  # the sub-block's first group of 4
+                    wb = builder.gep(ub, [builder.mul(first, ir.Constant(b.type, 32))])
+                    weights = [_bytes(builder, wb, 32, 32 * g) for g in range(groups)]
                     for j, xb in enumerate(xbs):
+                        xs_ = builder.gep(xb, [builder.add(builder.mul(first, ir.Constant(b.type, 4)), ir.Constant(b.type, 4))])
                         dot = _zeros(I32, GROUP)
                         for g in range(groups):
-                            at = 4 + 4 * (groups * s + g)
-                            xg = _splat_vec(builder, _load(builder, builder.gep(xb, [ir.Constant(I32, at)]), I32), I32)
+                            xg = _splat_vec(builder, _load(builder, builder.gep(xs_, [ir.Constant(I32, 4 * g)]), I32), I32)
                             dot = _dot4(builder, dot, weights[g], builder.bitcast(xg, _vec(I8, 32)))
-                        isums[j] = builder.add(isums[j], builder.mul(dot, scale))
-                        if has_mins:
-                            bsum = _splat_vec(builder, _bsum(builder, xb, s, n_sub), I32)
-                            imins[j] = builder.add(imins[j], builder.mul(mins, bsum))
+                        builder.store(builder.add(builder.load(isums[j]), builder.mul(dot, scale)), isums[j])
+                isums = [builder.load(p) for p in isums]
+                imins = [_zeros(I32, GROUP) for _ in toks]
+                if has_mins:  # sum_s min_s * bsum_s: 8 dots of i16 pairs against the 16 bsums, per token
+                    mslot = builder.mul(b, ir.Constant(b.type, 8 * GROUP))
+                    pairs = [builder.load(builder.bitcast(builder.gep(np_, [builder.add(mslot, ir.Constant(b.type, k * GROUP))]),
+                                                          vec_i32), align=4) for k in range(8)]
+                    for j, xb in enumerate(xbs):
+                        for k, packed in enumerate(pairs):
+                            bs = _load(builder, builder.gep(xb, [ir.Constant(I32, 260 + 4 * k)]), I32)
+                            imins[j] = _dot2_i16(builder, imins[j], packed, _splat_vec(builder, bs, I32))
                 slot = builder.mul(b, ir.Constant(b.type, GROUP))
                 d = _load(builder, builder.gep(dp, [slot]), _vec(F32, GROUP))
                 neg_dmin = _load(builder, builder.gep(dmp, [slot]), _vec(F32, GROUP))
