@@ -17,6 +17,7 @@ from numba import cuda
 
 from ggq.runtime.cuda import attention as at
 from ggq.runtime.cuda import kernels as kn
+from ggq.runtime.cuda import matvec as mv
 from ggq.runtime.cuda.launch import Launch, Replay, run_all
 from ggq.runtime.cuda.upload import DeviceWeights
 
@@ -81,8 +82,8 @@ class CudaBackend:
     def _matvec(self, mats, x, up, norm_w, prep, out, accumulate, softcap=0.0) -> Launch:
         grid = -(-mats.rows // kn.MATVEC_WARPS)
         shared = kn.padded(x.shape[1]) * 4
-        return Launch(kn.matvec, (grid,), kn.MATVEC_WARPS * kn.WARP, shared,
-                      (mats.matvec, *self.w.views.args(), x, up, norm_w, self.eps, prep, out, accumulate,
+        return Launch(mv.matvec, (grid,), kn.MATVEC_WARPS * kn.WARP, shared,
+                      (mats.matvec, *mv.matvec_args(self.w.views), x, up, norm_w, self.eps, prep, out, accumulate,
                        softcap))
 
     def _decode_launches(self) -> list[Launch]:

@@ -5,17 +5,17 @@ so that a decode step captured once as a CUDA graph replays unchanged for every 
 
 Matrices are launched as a segment table, one row per matrix: (byte offset in the uploaded file, rows,
 cols, kind, column offset in the output, first row/tile in the launch); q, k and v (or gate and up) are
-one launch writing side by side into one buffer. `matvec` (one token) prepares its input itself: RMSNorm
-of the residual, or act(gate) * up, into shared memory, so no separate launch is needed for either.
+one launch writing side by side into one buffer. The decode matvec (one token) is in matvec.py: it
+prepares its input itself (RMSNorm of the residual, or act(gate) * up) into shared memory, so no separate
+launch is needed for either.
 """
 from __future__ import annotations
 
 import math
 
-import numpy as np
 from numba import config, cuda, float32, float64
 
-from ggq.runtime.cuda.quant import UNIT, unit_dequant, unit_dot
+from ggq.runtime.cuda.quant import UNIT, unit_dequant
 
 WARP = 32
 # Numba's CUDA simulator runs a Python thread per GPU thread: there, blocks are made smaller (the kernels
@@ -118,44 +118,6 @@ def _find_segment(segs, index, column):
     while s + 1 < segs.shape[0] and index >= segs[s + 1, column]:
         s += 1
     return s
-
-
-@cuda.jit
-def matvec(segs, u8, i8, f16, f32, x, up, norm_w, eps, prep, out, accumulate, softcap):
-    """out[oo + r] (+)= W_s[r] . prep(x) for every row r of every segment s; one warp per row.
-    prep: PREP_NORM -> rmsnorm(x) * norm_w; PREP_SILU/GELU -> act(x) * up; PREP_COPY -> x. x, up, out: [1, n]."""
-    xs = cuda.shared.array(0, float32)
-    red = cuda.shared.array(WARP, float64)
-    tid, n = cuda.threadIdx.x, x.shape[1]
-    if prep == PREP_NORM:
-        inv = _inv_rms(x, 0, eps, red)
-        for i in range(tid, n, cuda.blockDim.x):
-            xs[i + i // UNIT] = x[0, i] * inv * norm_w[i]
-    elif prep == PREP_COPY:
-        for i in range(tid, n, cuda.blockDim.x):
-            xs[i + i // UNIT] = x[0, i]
-    else:
-        for i in range(tid, n, cuda.blockDim.x):
-            xs[i + i // UNIT] = _activation(x[0, i], prep == PREP_GELU) * up[0, i]
-    cuda.syncthreads()
-    row = cuda.blockIdx.x * MATVEC_WARPS + tid // WARP
-    lane = tid % WARP
-    s = _find_segment(segs, row, 5)
-    r = row - segs[s, 5]
-    active = r < segs[s, 1]                          # the last block may run past the last row
-    cols, kind = segs[s, 2], segs[s, 3]
-    rb = segs[s, 0] + r * segs[s, 6]
-    acc = float32(0.0)
-    for u in range(lane, cols // UNIT if active else 0, WARP):
-        acc += unit_dot(kind, u8, i8, f16, f32, rb, u, xs, u * (UNIT + 1))
-    acc = _warp_reduce(acc, cuda.shared.array(SCRATCH, float32), False)
-    if active and lane == 0:
-        o = segs[s, 4] + r
-        if accumulate:
-            acc += out[0, o]
-        if softcap > 0.0:
-            acc = float32(softcap * math.tanh(acc / softcap))
-        out[0, o] = acc
 
 
 @cuda.jit

@@ -19,11 +19,14 @@ DEVICE = "--device cuda"
 
 @dataclass(frozen=True)
 class Views:
-    """The uploaded file as bytes, signed bytes, halves and floats (one allocation)."""
+    """The uploaded file as bytes, signed bytes, halves and floats (one allocation), and as 16- and 32-bit
+    words for the decode matvec's word loads."""
     u8: object
     i8: object
     f16: object
     f32: object
+    u16: object
+    u32: object
 
     def args(self) -> tuple:
         return self.u8, self.i8, self.f16, self.f32
@@ -35,7 +38,8 @@ def upload_file(buffer: np.ndarray) -> Views:
     host = np.zeros(size, np.uint8)
     host[:buffer.size] = buffer
     u8 = cuda.to_device(host)
-    return Views(u8, u8.view(np.int8), u8.view(np.float16), u8.view(np.float32))
+    return Views(u8, u8.view(np.int8), u8.view(np.float16), u8.view(np.float32), u8.view(np.uint16),
+                 u8.view(np.uint32))
 
 
 def _check(m) -> int:

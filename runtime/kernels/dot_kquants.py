@@ -107,17 +107,15 @@ def matvec_q2_k(w, xq, out, chunk=CHUNK):
 @njit(parallel=True, cache=True)
 def matmat_q2_k(w, xq, out):
     flat, rb, n_rows, n_tok, xrb = w.reshape(-1), w.shape[1], w.shape[0], xq.shape[0], xq.shape[1]
-    nsb, full, xflat, oflat = rb // 84, n_tok - n_tok % vt.TILE_TOKENS, xq.reshape(-1), out.reshape(-1)
+    nsb, xflat, oflat = rb // 84, xq.reshape(-1), out.reshape(-1)
     groups = n_rows // GROUP
     for c in prange((groups + GROUPS_PER_ITEM - 1) // GROUPS_PER_ITEM):
         u, sc, mn, d, dm = _scratch(nsb, 16)
         for g in range(c * GROUPS_PER_ITEM, min(groups, (c + 1) * GROUPS_PER_ITEM)):
             r0 = GROUP * g
             vt.unpack8_q2_k(flat, r0, rb, nsb, u, sc, mn, d, dm)
-            for t in range(0, full, vt.TILE_TOKENS):
-                vt.gemm8x4_q2_k(u, sc, mn, d, dm, nsb, xflat, t, xrb, oflat, n_rows, r0)
-            for t in range(full, n_tok):
-                vt.gemm8x1_q2_k(u, sc, mn, d, dm, nsb, xflat, t, xrb, oflat, n_rows, r0)
+            for t in range(0, n_tok, vt.TILE_TOKENS):
+                vt.gemm8x4_q2_k(u, sc, mn, d, dm, nsb, xflat, t, n_tok, xrb, oflat, n_rows, r0)
     for r in range(GROUP * groups, n_rows):
         sums = lane_sums()
         for t in range(n_tok):
@@ -136,17 +134,15 @@ def matvec_q3_k(w, xq, out, chunk=CHUNK):
 @njit(parallel=True, cache=True)
 def matmat_q3_k(w, xq, out):
     flat, rb, n_rows, n_tok, xrb = w.reshape(-1), w.shape[1], w.shape[0], xq.shape[0], xq.shape[1]
-    nsb, full, xflat, oflat = rb // 110, n_tok - n_tok % vt.TILE_TOKENS, xq.reshape(-1), out.reshape(-1)
+    nsb, xflat, oflat = rb // 110, xq.reshape(-1), out.reshape(-1)
     groups = n_rows // GROUP
     for c in prange((groups + GROUPS_PER_ITEM - 1) // GROUPS_PER_ITEM):
         u, sc, mn, d, dm = _scratch(nsb, 16)
         for g in range(c * GROUPS_PER_ITEM, min(groups, (c + 1) * GROUPS_PER_ITEM)):
             r0 = GROUP * g
             vt.unpack8_q3_k(flat, r0, rb, nsb, u, sc, mn, d, dm)
-            for t in range(0, full, vt.TILE_TOKENS):
-                vt.gemm8x4_q3_k(u, sc, mn, d, dm, nsb, xflat, t, xrb, oflat, n_rows, r0)
-            for t in range(full, n_tok):
-                vt.gemm8x1_q3_k(u, sc, mn, d, dm, nsb, xflat, t, xrb, oflat, n_rows, r0)
+            for t in range(0, n_tok, vt.TILE_TOKENS):
+                vt.gemm8x4_q3_k(u, sc, mn, d, dm, nsb, xflat, t, n_tok, xrb, oflat, n_rows, r0)
     for r in range(GROUP * groups, n_rows):
         sums = lane_sums()
         for t in range(n_tok):
@@ -165,17 +161,15 @@ def matvec_q4_k(w, xq, out, chunk=CHUNK):
 @njit(parallel=True, cache=True)
 def matmat_q4_k(w, xq, out):
     flat, rb, n_rows, n_tok, xrb = w.reshape(-1), w.shape[1], w.shape[0], xq.shape[0], xq.shape[1]
-    nsb, full, xflat, oflat = rb // 144, n_tok - n_tok % vt.TILE_TOKENS, xq.reshape(-1), out.reshape(-1)
+    nsb, xflat, oflat = rb // 144, xq.reshape(-1), out.reshape(-1)
     groups = n_rows // GROUP
     for c in prange((groups + GROUPS_PER_ITEM - 1) // GROUPS_PER_ITEM):
         u, sc, mn, d, dm = _scratch(nsb, 8)
         for g in range(c * GROUPS_PER_ITEM, min(groups, (c + 1) * GROUPS_PER_ITEM)):
             r0 = GROUP * g
             vt.unpack8_q4_k(flat, r0, rb, nsb, u, sc, mn, d, dm)
-            for t in range(0, full, vt.TILE_TOKENS):
-                vt.gemm8x4_q4_k(u, sc, mn, d, dm, nsb, xflat, t, xrb, oflat, n_rows, r0)
-            for t in range(full, n_tok):
-                vt.gemm8x1_q4_k(u, sc, mn, d, dm, nsb, xflat, t, xrb, oflat, n_rows, r0)
+            for t in range(0, n_tok, vt.TILE_TOKENS):
+                vt.gemm8x4_q4_k(u, sc, mn, d, dm, nsb, xflat, t, n_tok, xrb, oflat, n_rows, r0)
     for r in range(GROUP * groups, n_rows):
         sums = lane_sums()
         for t in range(n_tok):
@@ -194,17 +188,15 @@ def matvec_q5_k(w, xq, out, chunk=CHUNK):
 @njit(parallel=True, cache=True)
 def matmat_q5_k(w, xq, out):
     flat, rb, n_rows, n_tok, xrb = w.reshape(-1), w.shape[1], w.shape[0], xq.shape[0], xq.shape[1]
-    nsb, full, xflat, oflat = rb // 176, n_tok - n_tok % vt.TILE_TOKENS, xq.reshape(-1), out.reshape(-1)
+    nsb, xflat, oflat = rb // 176, xq.reshape(-1), out.reshape(-1)
     groups = n_rows // GROUP
     for c in prange((groups + GROUPS_PER_ITEM - 1) // GROUPS_PER_ITEM):
         u, sc, mn, d, dm = _scratch(nsb, 8)
         for g in range(c * GROUPS_PER_ITEM, min(groups, (c + 1) * GROUPS_PER_ITEM)):
             r0 = GROUP * g
             vt.unpack8_q5_k(flat, r0, rb, nsb, u, sc, mn, d, dm)
-            for t in range(0, full, vt.TILE_TOKENS):
-                vt.gemm8x4_q5_k(u, sc, mn, d, dm, nsb, xflat, t, xrb, oflat, n_rows, r0)
-            for t in range(full, n_tok):
-                vt.gemm8x1_q5_k(u, sc, mn, d, dm, nsb, xflat, t, xrb, oflat, n_rows, r0)
+            for t in range(0, n_tok, vt.TILE_TOKENS):
+                vt.gemm8x4_q5_k(u, sc, mn, d, dm, nsb, xflat, t, n_tok, xrb, oflat, n_rows, r0)
     for r in range(GROUP * groups, n_rows):
         sums = lane_sums()
         for t in range(n_tok):
@@ -223,17 +215,15 @@ def matvec_q6_k(w, xq, out, chunk=CHUNK):
 @njit(parallel=True, cache=True)
 def matmat_q6_k(w, xq, out):
     flat, rb, n_rows, n_tok, xrb = w.reshape(-1), w.shape[1], w.shape[0], xq.shape[0], xq.shape[1]
-    nsb, full, xflat, oflat = rb // 210, n_tok - n_tok % vt.TILE_TOKENS, xq.reshape(-1), out.reshape(-1)
+    nsb, xflat, oflat = rb // 210, xq.reshape(-1), out.reshape(-1)
     groups = n_rows // GROUP
     for c in prange((groups + GROUPS_PER_ITEM - 1) // GROUPS_PER_ITEM):
         u, sc, mn, d, dm = _scratch(nsb, 16)
         for g in range(c * GROUPS_PER_ITEM, min(groups, (c + 1) * GROUPS_PER_ITEM)):
             r0 = GROUP * g
             vt.unpack8_q6_k(flat, r0, rb, nsb, u, sc, mn, d, dm)
-            for t in range(0, full, vt.TILE_TOKENS):
-                vt.gemm8x4_q6_k(u, sc, mn, d, dm, nsb, xflat, t, xrb, oflat, n_rows, r0)
-            for t in range(full, n_tok):
-                vt.gemm8x1_q6_k(u, sc, mn, d, dm, nsb, xflat, t, xrb, oflat, n_rows, r0)
+            for t in range(0, n_tok, vt.TILE_TOKENS):
+                vt.gemm8x4_q6_k(u, sc, mn, d, dm, nsb, xflat, t, n_tok, xrb, oflat, n_rows, r0)
     for r in range(GROUP * groups, n_rows):
         sums = lane_sums()
         for t in range(n_tok):

@@ -81,17 +81,15 @@ def matvec_q4_0(w, xq, out, step=STEP):
 @njit(parallel=True, cache=True)
 def matmat_q4_0(w, xq, out):
     flat, rb, n_rows, n_tok, xrb = w.reshape(-1), w.shape[1], w.shape[0], xq.shape[0], xq.shape[1]
-    nb, full, xflat, oflat = rb // 18, n_tok - n_tok % vt.TILE_TOKENS, xq.reshape(-1), out.reshape(-1)
+    nb, xflat, oflat = rb // 18, xq.reshape(-1), out.reshape(-1)
     sx, groups = _activation_sums(xq, nb, 34, 2), n_rows // GROUP
     for c in prange((groups + GROUPS_PER_ITEM - 1) // GROUPS_PER_ITEM):
         u, d, m = _scratch(nb)
         for g in range(c * GROUPS_PER_ITEM, min(groups, (c + 1) * GROUPS_PER_ITEM)):
             r0 = GROUP * g
             vt.unpack8_q4_0(flat, r0, rb, nb, u, d, m)
-            for t in range(0, full, vt.TILE_TOKENS):
-                vt.gemm8x4_q4_0(u, d, m, nb, xflat, t, xrb, sx, oflat, n_rows, r0)
-            for t in range(full, n_tok):
-                vt.gemm8x1_q4_0(u, d, m, nb, xflat, t, xrb, sx, oflat, n_rows, r0)
+            for t in range(0, n_tok, vt.TILE_TOKENS):
+                vt.gemm8x4_q4_0(u, d, m, nb, xflat, t, n_tok, xrb, sx, oflat, n_rows, r0)
     for r in range(GROUP * groups, n_rows):
         for t in range(n_tok):
             v.row1_q4_0(flat, r, rb, xq[t], nb, out[t])
@@ -121,17 +119,15 @@ def matvec_q4_1(w, xq, out, step=STEP):
 @njit(parallel=True, cache=True)
 def matmat_q4_1(w, xq, out):
     flat, rb, n_rows, n_tok, xrb = w.reshape(-1), w.shape[1], w.shape[0], xq.shape[0], xq.shape[1]
-    nb, full, xflat, oflat = rb // 20, n_tok - n_tok % vt.TILE_TOKENS, xq.reshape(-1), out.reshape(-1)
+    nb, xflat, oflat = rb // 20, xq.reshape(-1), out.reshape(-1)
     sx, groups = _activation_sums(xq, nb, 36, 4), n_rows // GROUP
     for c in prange((groups + GROUPS_PER_ITEM - 1) // GROUPS_PER_ITEM):
         u, d, m = _scratch(nb)
         for g in range(c * GROUPS_PER_ITEM, min(groups, (c + 1) * GROUPS_PER_ITEM)):
             r0 = GROUP * g
             vt.unpack8_q4_1(flat, r0, rb, nb, u, d, m)
-            for t in range(0, full, vt.TILE_TOKENS):
-                vt.gemm8x4_q4_1(u, d, m, nb, xflat, t, xrb, sx, oflat, n_rows, r0)
-            for t in range(full, n_tok):
-                vt.gemm8x1_q4_1(u, d, m, nb, xflat, t, xrb, sx, oflat, n_rows, r0)
+            for t in range(0, n_tok, vt.TILE_TOKENS):
+                vt.gemm8x4_q4_1(u, d, m, nb, xflat, t, n_tok, xrb, sx, oflat, n_rows, r0)
     for r in range(GROUP * groups, n_rows):
         for t in range(n_tok):
             v.row1_q4_1(flat, r, rb, xq[t], nb, out[t])
@@ -161,17 +157,15 @@ def matvec_q5_0(w, xq, out, step=STEP):
 @njit(parallel=True, cache=True)
 def matmat_q5_0(w, xq, out):
     flat, rb, n_rows, n_tok, xrb = w.reshape(-1), w.shape[1], w.shape[0], xq.shape[0], xq.shape[1]
-    nb, full, xflat, oflat = rb // 22, n_tok - n_tok % vt.TILE_TOKENS, xq.reshape(-1), out.reshape(-1)
+    nb, xflat, oflat = rb // 22, xq.reshape(-1), out.reshape(-1)
     sx, groups = _activation_sums(xq, nb, 34, 2), n_rows // GROUP
     for c in prange((groups + GROUPS_PER_ITEM - 1) // GROUPS_PER_ITEM):
         u, d, m = _scratch(nb)
         for g in range(c * GROUPS_PER_ITEM, min(groups, (c + 1) * GROUPS_PER_ITEM)):
             r0 = GROUP * g
             vt.unpack8_q5_0(flat, r0, rb, nb, u, d, m)
-            for t in range(0, full, vt.TILE_TOKENS):
-                vt.gemm8x4_q5_0(u, d, m, nb, xflat, t, xrb, sx, oflat, n_rows, r0)
-            for t in range(full, n_tok):
-                vt.gemm8x1_q5_0(u, d, m, nb, xflat, t, xrb, sx, oflat, n_rows, r0)
+            for t in range(0, n_tok, vt.TILE_TOKENS):
+                vt.gemm8x4_q5_0(u, d, m, nb, xflat, t, n_tok, xrb, sx, oflat, n_rows, r0)
     for r in range(GROUP * groups, n_rows):
         for t in range(n_tok):
             v.row1_q5_0(flat, r, rb, xq[t], nb, out[t])
@@ -201,17 +195,15 @@ def matvec_q5_1(w, xq, out, step=STEP):
 @njit(parallel=True, cache=True)
 def matmat_q5_1(w, xq, out):
     flat, rb, n_rows, n_tok, xrb = w.reshape(-1), w.shape[1], w.shape[0], xq.shape[0], xq.shape[1]
-    nb, full, xflat, oflat = rb // 24, n_tok - n_tok % vt.TILE_TOKENS, xq.reshape(-1), out.reshape(-1)
+    nb, xflat, oflat = rb // 24, xq.reshape(-1), out.reshape(-1)
     sx, groups = _activation_sums(xq, nb, 36, 4), n_rows // GROUP
     for c in prange((groups + GROUPS_PER_ITEM - 1) // GROUPS_PER_ITEM):
         u, d, m = _scratch(nb)
         for g in range(c * GROUPS_PER_ITEM, min(groups, (c + 1) * GROUPS_PER_ITEM)):
             r0 = GROUP * g
             vt.unpack8_q5_1(flat, r0, rb, nb, u, d, m)
-            for t in range(0, full, vt.TILE_TOKENS):
-                vt.gemm8x4_q5_1(u, d, m, nb, xflat, t, xrb, sx, oflat, n_rows, r0)
-            for t in range(full, n_tok):
-                vt.gemm8x1_q5_1(u, d, m, nb, xflat, t, xrb, sx, oflat, n_rows, r0)
+            for t in range(0, n_tok, vt.TILE_TOKENS):
+                vt.gemm8x4_q5_1(u, d, m, nb, xflat, t, n_tok, xrb, sx, oflat, n_rows, r0)
     for r in range(GROUP * groups, n_rows):
         for t in range(n_tok):
             v.row1_q5_1(flat, r, rb, xq[t], nb, out[t])
@@ -241,17 +233,15 @@ def matvec_q8_0(w, xq, out, step=STEP):
 @njit(parallel=True, cache=True)
 def matmat_q8_0(w, xq, out):
     flat, rb, n_rows, n_tok, xrb = w.reshape(-1), w.shape[1], w.shape[0], xq.shape[0], xq.shape[1]
-    nb, full, xflat, oflat = rb // 34, n_tok - n_tok % vt.TILE_TOKENS, xq.reshape(-1), out.reshape(-1)
+    nb, xflat, oflat = rb // 34, xq.reshape(-1), out.reshape(-1)
     sx, groups = _activation_sums(xq, nb, 34, 2), n_rows // GROUP
     for c in prange((groups + GROUPS_PER_ITEM - 1) // GROUPS_PER_ITEM):
         u, d, m = _scratch(nb)
         for g in range(c * GROUPS_PER_ITEM, min(groups, (c + 1) * GROUPS_PER_ITEM)):
             r0 = GROUP * g
             vt.unpack8_q8_0(flat, r0, rb, nb, u, d, m)
-            for t in range(0, full, vt.TILE_TOKENS):
-                vt.gemm8x4_q8_0(u, d, m, nb, xflat, t, xrb, sx, oflat, n_rows, r0)
-            for t in range(full, n_tok):
-                vt.gemm8x1_q8_0(u, d, m, nb, xflat, t, xrb, sx, oflat, n_rows, r0)
+            for t in range(0, n_tok, vt.TILE_TOKENS):
+                vt.gemm8x4_q8_0(u, d, m, nb, xflat, t, n_tok, xrb, sx, oflat, n_rows, r0)
     for r in range(GROUP * groups, n_rows):
         for t in range(n_tok):
             v.row1_q8_0(flat, r, rb, xq[t], nb, out[t])

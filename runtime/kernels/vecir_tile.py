@@ -18,12 +18,15 @@ the token (not on C, the thread count or the ISA form). It is not the decode ker
 batched and one-token kernels do.
 
     unpack8_<t>(w, r0, row_bytes, nb, U, D, M)       rows r0..r0+7 of flat block bytes w -> U, D, M
-    gemm8x<C>_<t>(U, D, M, nb, xq, t0, xq_bytes, sx, out, out_stride, r0)
+    gemm8x<C>_<t>(U, D, M, nb, xq, t0, n_tok, xq_bytes, sx, out, out_stride, r0)
         out[(t0 + j) * out_stride + r0 + i] = row r0 + i . activation row t0 + j, i < 8, j < C
+        (token indices past n_tok - 1 are clamped to it)
 U: u8[nb * 256]; D, M: f32[nb * 8] (block scales, Q4_1/Q5_1 mins); sx: i32 [tokens, nb], the sum of each
 activation block's 8-bit values (for the VNNI form's unsigned weights, see vecir.quads_vnni).
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 from llvmlite import ir
 from numba import types
@@ -66,6 +69,20 @@ def _offset(kind):
     return 128 if kind == "q8_0" else v.LEGACY_LAYOUT[kind][4]
 
 
+@contextmanager
+def _row_loop(context, builder, aryty, ary, r0, rb):
+    """for i in range(GROUP), as a loop in the code (not unrolled: an eighth of the code to compile):
+    yields i and an i8* to row r0 + i of the flat weight bytes."""
+    with cgutils.for_range(builder, ir.Constant(r0.type, GROUP)) as loop:
+        i = loop.index
+        yield i, v._ptr(context, builder, aryty, ary, builder.mul(builder.add(r0, i), rb))
+
+
+def _at(builder, const, i, scale):
+    """const + i * scale, for an index value i."""
+    return builder.add(ir.Constant(i.type, const), builder.mul(i, ir.Constant(i.type, scale)))
+
+
 def _f32_ptr(context, builder, aryty, ary):
     return builder.bitcast(context.make_array(aryty)(context, builder, ary).data, F32.as_pointer())
 
@@ -77,20 +94,18 @@ def legacy_unpack(kind):
     def typer(typingctx, w, r0, rb, nb, U, D, M):
         def codegen(context, builder, sig, args):
             w_arr, r0_v, rb_v, nb_v, u_arr, d_arr, m_arr = args
-            rows = [v._ptr(context, builder, sig.args[0], w_arr,
-                           builder.mul(builder.add(r0_v, ir.Constant(r0_v.type, i)), rb_v)) for i in range(GROUP)]
             up = v._ptr(context, builder, sig.args[4], u_arr, ir.Constant(nb_v.type, 0))
             dp, mp = _f32_ptr(context, builder, sig.args[5], d_arr), _f32_ptr(context, builder, sig.args[6], m_arr)
             with cgutils.for_range(builder, nb_v) as loop:
                 b = loop.index
-                for i, row in enumerate(rows):
+                with _row_loop(context, builder, sig.args[0], w_arr, r0_v, rb_v) as (i, row):
                     wp = builder.gep(row, [builder.mul(b, ir.Constant(b.type, ws))])
                     quads = builder.bitcast(v._legacy_values(builder, wp, kind, UNSIGNED), _vec(I32, 8))
                     for g in range(8):
-                        at = builder.add(builder.mul(b, ir.Constant(b.type, 256)), ir.Constant(b.type, 32 * g + 4 * i))
+                        at = builder.add(builder.mul(b, ir.Constant(b.type, 256)), _at(builder, 32 * g, i, 4))
                         dst = builder.bitcast(builder.gep(up, [at]), I32.as_pointer())
                         builder.store(builder.extract_element(quads, ir.Constant(I32, g)), dst, align=1)
-                    slot = builder.add(builder.mul(b, ir.Constant(b.type, GROUP)), ir.Constant(b.type, i))
+                    slot = builder.add(builder.mul(b, ir.Constant(b.type, GROUP)), i)
                     builder.store(v._half_at(builder, wp, 0), builder.gep(dp, [slot]))
                     if at_m is not None:
                         builder.store(v._half_at(builder, wp, at_m), builder.gep(mp, [slot]))
@@ -99,19 +114,28 @@ def legacy_unpack(kind):
     return intrinsic(typer)
 
 
+def _tokens(builder, t0, n_tok, n):
+    """Token indices t0 .. t0 + n - 1, each clamped to the last token n_tok - 1: a batch's last run of
+    fewer than n tokens computes its last token more than once (the same bits, stored to the same
+    place), so one compiled width serves every batch size."""
+    last = builder.sub(n_tok, ir.Constant(n_tok.type, 1))
+    toks = [builder.add(t0, ir.Constant(t0.type, j)) for j in range(n)]
+    return [builder.select(builder.icmp_signed("<", t, last), t, last) for t in toks]
+
+
 def legacy_gemm(kind, n_toks):
-    """Intrinsic gemm8x<n_toks>_<kind>(U, D, M, nb, xq, t0, xrb, sx, out, stride, r0) (module docstring)."""
+    """Intrinsic gemm8x<n_toks>_<kind>(U, D, M, nb, xq, t0, n_tok, xrb, sx, out, stride, r0) (module docstring)."""
     at_m, xs = v.LEGACY_LAYOUT[kind][1], v.LEGACY_LAYOUT[kind][5]
     xq_at, offset = (2 if xs == 34 else 4), _offset(kind)
 
-    def typer(typingctx, U, D, M, nb, x, t0, xrb, sx, out, stride, r0):
+    def typer(typingctx, U, D, M, nb, x, t0, n_tok, xrb, sx, out, stride, r0):
         def codegen(context, builder, sig, args):
-            u_arr, d_arr, m_arr, nb_v, x_arr, t0_v, xrb_v, sx_arr, out_arr, stride_v, r0_v = args
+            u_arr, d_arr, m_arr, nb_v, x_arr, t0_v, n_tok_v, xrb_v, sx_arr, out_arr, stride_v, r0_v = args
             up = v._ptr(context, builder, sig.args[0], u_arr, ir.Constant(nb_v.type, 0))
             dp, mp = _f32_ptr(context, builder, sig.args[1], d_arr), _f32_ptr(context, builder, sig.args[2], m_arr)
-            toks = [builder.add(t0_v, ir.Constant(t0_v.type, j)) for j in range(n_toks)]
+            toks = _tokens(builder, t0_v, n_tok_v, n_toks)
             xps = [v._ptr(context, builder, sig.args[4], x_arr, builder.mul(t, xrb_v)) for t in toks]
-            sxp = builder.bitcast(context.make_array(sig.args[7])(context, builder, sx_arr).data, I32.as_pointer())
+            sxp = builder.bitcast(context.make_array(sig.args[8])(context, builder, sx_arr).data, I32.as_pointer())
             zero8 = ir.Constant(_vec(F32, GROUP), [0.0] * GROUP)
             accs = [cgutils.alloca_once_value(builder, zero8) for _ in toks]
             with cgutils.for_range(builder, nb_v) as loop:
@@ -135,22 +159,22 @@ def legacy_gemm(kind, n_toks):
                     if at_m is not None:
                         acc = v._fma(builder, mw, _splat_vec(builder, v._half_at(builder, xp, 2), F32), acc)
                     builder.store(acc, accs[j])
-            op = _f32_ptr(context, builder, sig.args[8], out_arr)
+            op = _f32_ptr(context, builder, sig.args[9], out_arr)
             for t, acc in zip(toks, accs):
                 dst = builder.gep(op, [builder.add(builder.mul(t, stride_v), r0_v)])
                 builder.store(builder.load(acc), builder.bitcast(dst, _vec(F32, GROUP).as_pointer()), align=4)
             return context.get_dummy_value()
-        return types.none(U, D, M, types.intp, x, types.intp, types.intp, sx, out, types.intp, types.intp), codegen
+        return (types.none(U, D, M, types.intp, x, types.intp, types.intp, types.intp, sx, out, types.intp, types.intp),
+                codegen)
     return intrinsic(typer)
 
 
 # Tokens per gemm call: 4 share each loaded weight vector (8 weight vectors, 4 accumulators and 4 dot
-# chains stay in registers: 32 on AVX-512 and NEON); gemm8x1 takes a batch's last tokens.
+# chains stay in registers: 32 on AVX-512 and NEON); a batch's last run of 1-3 tokens repeats its last.
 TILE_TOKENS = 4
 unpack8_q4_0, unpack8_q4_1, unpack8_q5_0, unpack8_q5_1, unpack8_q8_0 = (legacy_unpack(k) for k in v.LEGACY_KINDS)
 gemm8x4_q4_0, gemm8x4_q4_1, gemm8x4_q5_0, gemm8x4_q5_1, gemm8x4_q8_0 = (
     legacy_gemm(k, TILE_TOKENS) for k in v.LEGACY_KINDS)
-gemm8x1_q4_0, gemm8x1_q4_1, gemm8x1_q5_0, gemm8x1_q5_1, gemm8x1_q8_0 = (legacy_gemm(k, 1) for k in v.LEGACY_KINDS)
 
 
 # ---- k-quants: super-blocks of 256 values with integer sub-block scales ------------------------------
@@ -197,34 +221,30 @@ def kquant_unpack(kind):
     def typer(typingctx, w, r0, rb, nsb, U, S, N, D, DM):
         def codegen(context, builder, sig, args):
             w_arr, r0_v, rb_v, nsb_v = args[:4]
-            rows = [v._ptr(context, builder, sig.args[0], w_arr,
-                           builder.mul(builder.add(r0_v, ir.Constant(r0_v.type, i)), rb_v)) for i in range(GROUP)]
             up = v._ptr(context, builder, sig.args[4], args[4], ir.Constant(nsb_v.type, 0))
             sp, np_ = (builder.bitcast(context.make_array(sig.args[k])(context, builder, args[k]).data,
                                        I32.as_pointer()) for k in (5, 6))
             dp, dmp = _f32_ptr(context, builder, sig.args[7], args[7]), _f32_ptr(context, builder, sig.args[8], args[8])
             with cgutils.for_range(builder, nsb_v) as loop:
                 b = loop.index
-                for i, row in enumerate(rows):
+                with _row_loop(context, builder, sig.args[0], w_arr, r0_v, rb_v) as (i, row):
                     wp = builder.gep(row, [builder.mul(b, ir.Constant(b.type, wsz))])
                     for c, chunk in enumerate(_kquant_values(builder, kind, wp, 0 if UNSIGNED else offset)):
                         quads = builder.bitcast(chunk, _vec(I32, 8))
                         for g in range(8):
-                            at = builder.add(builder.mul(b, ir.Constant(b.type, SB)),
-                                             ir.Constant(b.type, 32 * (8 * c + g) + 4 * i))
+                            at = builder.add(builder.mul(b, ir.Constant(b.type, SB)), _at(builder, 32 * (8 * c + g), i, 4))
                             dst = builder.bitcast(builder.gep(up, [at]), I32.as_pointer())
                             builder.store(builder.extract_element(quads, ir.Constant(I32, g)), dst, align=1)
                     scales, mins = _kquant_scales(builder, kind, wp)
                     if mins is None:
                         mins = builder.mul(scales, v._splat(I32, n_sub, unsigned_offset))
                     for s in range(n_sub):
-                        slot = builder.add(builder.mul(b, ir.Constant(b.type, n_sub * GROUP)),
-                                           ir.Constant(b.type, s * GROUP + i))
+                        slot = builder.add(builder.mul(b, ir.Constant(b.type, n_sub * GROUP)), _at(builder, s * GROUP, i, 1))
                         builder.store(builder.extract_element(scales, ir.Constant(I32, s)), builder.gep(sp, [slot]))
                     for k, packed in enumerate(_min_pairs(builder, mins, n_sub)):
-                        slot = builder.add(builder.mul(b, ir.Constant(b.type, 8 * GROUP)), ir.Constant(b.type, k * GROUP + i))
+                        slot = builder.add(builder.mul(b, ir.Constant(b.type, 8 * GROUP)), _at(builder, k * GROUP, i, 1))
                         builder.store(packed, builder.gep(np_, [slot]))
-                    slot = builder.add(builder.mul(b, ir.Constant(b.type, GROUP)), ir.Constant(b.type, i))
+                    slot = builder.add(builder.mul(b, ir.Constant(b.type, GROUP)), i)
                     d = v._half_at(builder, wp, at_d)
                     dmin = v._half_at(builder, wp, at_dmin) if at_dmin is not None else d
                     builder.store(d, builder.gep(dp, [slot]))
@@ -259,20 +279,20 @@ def _dot2_i16(builder, acc, a, b):
 
 
 def kquant_gemm(kind, n_toks):
-    """Intrinsic gemm8x<n_toks>_<kind>(U, S, N, D, DM, nsb, xq, t0, xrb, out, stride, r0): as the legacy
+    """Intrinsic gemm8x<n_toks>_<kind>(U, S, N, D, DM, nsb, xq, t0, n_tok, xrb, out, stride, r0): as the legacy
     gemm, per super-block: exact integer sums of scale * dot and min * bsum over the sub-blocks, then
     fma(isum, d * d_x, acc) and fma(imin, -dmin * d_x, acc) (one fma of isum - imin where the factor is d)."""
     n_sub, at_dmin = KQUANT_LAYOUT[kind][1], KQUANT_LAYOUT[kind][3]
     groups, has_mins = 64 // n_sub, at_dmin is not None or UNSIGNED and KQUANT_LAYOUT[kind][4]
 
-    def typer(typingctx, U, S, N, D, DM, nsb, x, t0, xrb, out, stride, r0):
+    def typer(typingctx, U, S, N, D, DM, nsb, x, t0, n_tok, xrb, out, stride, r0):
         def codegen(context, builder, sig, args):
-            nsb_v, x_arr, t0_v, xrb_v, out_arr, stride_v, r0_v = args[5:]
+            nsb_v, x_arr, t0_v, n_tok_v, xrb_v, out_arr, stride_v, r0_v = args[5:]
             up = v._ptr(context, builder, sig.args[0], args[0], ir.Constant(nsb_v.type, 0))
             sp, np_ = (builder.bitcast(context.make_array(sig.args[k])(context, builder, args[k]).data,
                                        I32.as_pointer()) for k in (1, 2))
             dp, dmp = _f32_ptr(context, builder, sig.args[3], args[3]), _f32_ptr(context, builder, sig.args[4], args[4])
-            toks = [builder.add(t0_v, ir.Constant(t0_v.type, j)) for j in range(n_toks)]
+            toks = _tokens(builder, t0_v, n_tok_v, n_toks)
             xps = [v._ptr(context, builder, sig.args[6], x_arr, builder.mul(t, xrb_v)) for t in toks]
             zero8 = ir.Constant(_vec(F32, GROUP), [0.0] * GROUP)
             accs = [cgutils.alloca_once_value(builder, zero8) for _ in toks]
@@ -322,12 +342,13 @@ def kquant_gemm(kind, n_toks):
                     if has_mins and at_dmin is not None:
                         acc = v._fma(builder, builder.fmul(neg_dmin, dx), builder.sitofp(imins[j], _vec(F32, GROUP)), acc)
                     builder.store(acc, accs[j])
-            op = _f32_ptr(context, builder, sig.args[9], out_arr)
+            op = _f32_ptr(context, builder, sig.args[10], out_arr)
             for t, acc in zip(toks, accs):
                 dst = builder.gep(op, [builder.add(builder.mul(t, stride_v), r0_v)])
                 builder.store(builder.load(acc), builder.bitcast(dst, _vec(F32, GROUP).as_pointer()), align=4)
             return context.get_dummy_value()
-        return (types.none(U, S, N, D, DM, types.intp, x, types.intp, types.intp, out, types.intp, types.intp),
+        return (types.none(U, S, N, D, DM, types.intp, x, types.intp, types.intp, types.intp, out, types.intp,
+                           types.intp),
                 codegen)
     return intrinsic(typer)
 
@@ -336,4 +357,3 @@ KQUANT_KINDS = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k")
 unpack8_q2_k, unpack8_q3_k, unpack8_q4_k, unpack8_q5_k, unpack8_q6_k = (kquant_unpack(k) for k in KQUANT_KINDS)
 gemm8x4_q2_k, gemm8x4_q3_k, gemm8x4_q4_k, gemm8x4_q5_k, gemm8x4_q6_k = (
     kquant_gemm(k, TILE_TOKENS) for k in KQUANT_KINDS)
-gemm8x1_q2_k, gemm8x1_q3_k, gemm8x1_q4_k, gemm8x1_q5_k, gemm8x1_q6_k = (kquant_gemm(k, 1) for k in KQUANT_KINDS)
