@@ -6,18 +6,19 @@ So BLAS runs single-threaded inside each of a few Python worker threads (numpy r
 rows of the weight tile split between them, and Numba's kernels run in between, alone.
 
     matmul_split(x, rows, out_cols)       # out_cols[T, R] = x[T, n] @ rows[R, n].T
-    attention_split(q, k_cache, v_cache, pos0, window, out)   # a prompt's attention, heads in parallel
+    attention_split(q, k_cache, v_cache, pos0, window, out)   # a prompt's attention, runs of queries in parallel
 """
 from __future__ import annotations
 
 import ctypes
-import functools
 import glob
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
+
+from ggq.runtime.kernels.softmax import causal_softmax
 
 _SETTERS = ("openblas_set_num_threads_local", "scipy_openblas_set_num_threads64_",
             "scipy_openblas_set_num_threads_64_", "openblas_set_num_threads64_", "openblas_set_num_threads")
@@ -72,32 +73,15 @@ def matmul_split(x: np.ndarray, rows: np.ndarray, out_cols: np.ndarray) -> None:
         job.result()
 
 
-@functools.lru_cache(maxsize=4)
-def _mask(n_q: int, pos0: int, window: int) -> np.ndarray:
-    """[n_q, pos0 + n_q] additive mask: 0 where query pos0 + i may see key j, -inf elsewhere (causal,
-    and within the window if one is set). Made once per prompt batch, shared by every head and layer
-    (building it per head, with boolean indexing, took a third of a prompt's attention time)."""
-    query_pos = np.arange(pos0, pos0 + n_q)[:, None]
-    key_pos = np.arange(pos0 + n_q)[None, :]
-    hidden = key_pos > query_pos
-    if window > 0:
-        hidden |= key_pos <= query_pos - window
-    return np.where(hidden, np.float32(-np.inf), np.float32(0.0))
-
-
 def _attend_queries(qg, k, v, pos0: int, window: int, a: int, b: int, out) -> None:
     """Queries a..b of every head: qg [H_kv, group, T, D] (heads grouped by their kv head), caches
-    [H_kv, ctx, D]; out [T, H, D]. Batched matmuls over the heads (numpy loops over them in C), the
-    softmax passes over all heads at once, and the row sums divided out of the [.., D] result rather
-    than the [.., n_k] weights."""
+    [H_kv, ctx, D]; out [T, H, D]. Batched matmuls over the heads (numpy loops over them in C) and the
+    causal softmax row by row in one kernel (kernels/softmax.py)."""
     n_k = pos0 + b
     keys = k[:, None, :n_k]                                              # [H_kv, 1, n_k, D]
     scores = np.matmul(qg[:, :, a:b], keys.transpose(0, 1, 3, 2))        # [H_kv, group, b - a, n_k]
-    scores += _mask(qg.shape[2], pos0, window)[a:b, :n_k]
-    scores -= scores.max(axis=-1, keepdims=True)
-    np.exp(scores, out=scores)
-    total = scores.sum(axis=-1, keepdims=True)
-    att = np.matmul(scores, v[:, None, :n_k]) / total                   # [H_kv, group, b - a, D]
+    causal_softmax(scores.reshape(-1, b - a, n_k), pos0 + a, window)
+    att = np.matmul(scores, v[:, None, :n_k])                            # [H_kv, group, b - a, D]
     out[a:b] = att.reshape(-1, b - a, att.shape[-1]).transpose(1, 0, 2)
 
 
