@@ -20,6 +20,7 @@ from ggq.runtime.blas import matmul_split
 from ggq.runtime.kernels import WEIGHT_KERNELS, weight_kernels
 from ggq.runtime.kernels.actquant import quantize_prompt
 from ggq.runtime.kernels.dot_table import PROMPT_TYPES, dot_kernels
+from ggq.runtime.kernels.float_tile import FLOAT_MATMAT
 from ggq.runtime.params import TENSORS, ModelParams
 
 TILE_ROWS = 2048  # rows dequantized at a time for prefill matmuls
@@ -35,8 +36,9 @@ class Matrix:
     matvec: Callable
     decode_rows: Callable
     offset: int = 0            # byte offset of the data in the file (the compiled decode step's table)
-    # prompts with 8-bit activations: the format they are quantized to and the integer-dot kernel
-    # (kernels/dot_table); None for float weights, or where prompts run in float32 (exact)
+    # the prompt kernel (many tokens at once): integer dots with activations quantized to act_format
+    # (kernels/dot_table), or float32 for the float types (act_format None; kernels/float_tile); None
+    # where prompts run as dequantized tiles through BLAS (block types with exact)
     act_format: str | None = None
     matmat: Callable | None = None
 
@@ -81,7 +83,9 @@ def _matrix_of(gguf, name: str, rows: int, cols: int, integer_prompts: bool) -> 
         raise GGQError(f"tensor {name} has type {info.qtype.name}, which the runtime cannot compute with")
     matvec, decode_rows, view = weight_kernels(info.qtype.name)
     m = Matrix(name, info.qtype.name, rows, cols, gguf.raw(name).view(view), matvec, decode_rows, info.offset)
-    if integer_prompts and info.qtype.name in PROMPT_TYPES:
+    if info.qtype.name in FLOAT_MATMAT:
+        m.matmat = FLOAT_MATMAT[info.qtype.name]
+    elif integer_prompts and info.qtype.name in PROMPT_TYPES:
         m.act_format, _, m.matmat = dot_kernels(info.qtype.name)
     return m
 
@@ -171,12 +175,14 @@ def linears(ms, x: np.ndarray, outs, tile: np.ndarray) -> None:
     """linear(m, x, out) for several matrices of one input: x is quantized once per activation format."""
     quantized: dict[str, np.ndarray] = {}
     for m, out in zip(ms, outs):
-        if m.matmat is not None:  # one token too, so that a row's result does not depend on the batch
+        if m.act_format is not None:  # one token too, so that a row's result does not depend on the batch
             if m.act_format not in quantized:
                 quantized[m.act_format] = quantize_prompt(x, m.act_format)
             m.matmat(m.data, quantized[m.act_format], out)
         elif x.shape[0] == 1:
             matvec(m, x[0], out[0])
+        elif m.matmat is not None:
+            m.matmat(m.data, x, out)
         else:
             matmul(m, x, out, tile)
 

@@ -1,4 +1,4 @@
-"""Matvec and tile-decode kernels of the runtime, for every weight type.
+"""Matvec, tile-decode and float prompt kernels of the runtime, for every weight type.
 
 Oracle: the `gguf` package's numpy dequantizer (gguf.quants.dequantize, independent of ggq), then a
 float64 matrix-vector product.
@@ -13,6 +13,7 @@ from gguf.quants import quantize as gguf_quantize
 
 from ggq.qtypes import QTYPES
 from ggq.runtime.kernels import WEIGHT_KERNELS, weight_kernels
+from ggq.runtime.kernels.float_tile import FLOAT_MATMAT
 
 ROWS, N = 7, 512
 F16_FIELDS = {"d", "m", "dmin"}
@@ -101,3 +102,21 @@ def test_float_matvec_rows_of_any_length(type_name, n):
     dense = oracle_dequantize(np.ascontiguousarray(stored).view(np.uint8).reshape(7, -1), type_name)
     scale = np.abs(dense) @ np.abs(x.astype(np.float64))
     assert np.all(np.abs(out - dense @ x.astype(np.float64)) <= 1e-5 * scale + 1e-6)
+
+
+@pytest.mark.parametrize("type_name", list(FLOAT_MATMAT))
+@pytest.mark.parametrize("rows, tokens", [(37, 11), (16, 1), (5, 3)])
+def test_float_prompt_kernel_matches_dequantize_then_matmul(type_name, rows, tokens):
+    """kernels/float_tile: panels of 16 rows and a remainder, runs of 8 tokens and a rest."""
+    rng = np.random.default_rng(rows + sum(map(ord, type_name)))
+    values = rng.standard_normal((rows, N)).astype(np.float32)
+    blocks = {"F32": values.view(np.uint8), "F16": values.astype(np.float16).view(np.uint8),
+              "BF16": (values.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)}[type_name]
+    _, _, view = weight_kernels(type_name)
+    x = rng.standard_normal((tokens, N)).astype(np.float32)
+    out = np.full((tokens, rows), np.nan, np.float32)
+    FLOAT_MATMAT[type_name](blocks.view(view), x, out)
+    dense = oracle_dequantize(blocks, type_name)
+    expected = x.astype(np.float64) @ dense.T
+    scale = np.abs(x.astype(np.float64)) @ np.abs(dense).T
+    assert np.all(np.abs(out - expected) <= 1e-5 * scale + 1e-6), type_name
