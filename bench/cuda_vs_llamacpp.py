@@ -2,6 +2,7 @@
 
     bash bench/cuda_vs_llamacpp.sh            # on the GPU machine (see the .sh for what it carries)
     python -P bench/cuda_vs_llamacpp.py report SPEED.json CORRECTNESS.json MACHINE COMMAND   # here: RESULTS.md
+    python -P bench/cuda_vs_llamacpp.py head       # here, before a device call: .gpu/head (see head_files)
 
 `run` (on the GPU machine): builds llama-bench with -DGGML_CUDA=ON from a trimmed copy of the
 llama-cpp-python sdist's llama.cpp (in the background, while ggq's kernels compile and its tiny-model
@@ -20,7 +21,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = Path("/tmp/llama.cpp-cuda")
-DEADLINE_S = 420                 # no new round after this: one device command may run 10 minutes
+DEADLINE_S = int(os.environ.get("GGQ_CUDA_DEADLINE_S", 420))   # no new round after this (10-minute calls)
+PREBUILT = REPO / ".gpu" / "llama-bench.xz"   # split in parts (.xz.00, .01, ...): $OUT files are at most 16 MiB
 CMAKE = ["-DCMAKE_BUILD_TYPE=Release", "-DGGML_CUDA=ON", "-DCMAKE_CUDA_ARCHITECTURES=90", "-DLLAMA_CURL=OFF",
          "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
          "-DBUILD_SHARED_LIBS=OFF", "-DGGML_NATIVE=OFF"]
@@ -35,6 +37,22 @@ def start_build(tarball: Path, log: Path) -> subprocess.Popen:
     script = (f"cmake -S {src} -B {out} {' '.join(CMAKE)} && "
               f"cmake --build {out} --config Release -j {jobs} --target llama-bench")
     return subprocess.Popen(["bash", "-c", script], stdout=open(log, "w"), stderr=subprocess.STDOUT)
+
+
+def prebuilt_binary(log: Path) -> subprocess.Popen | None:
+    """The llama-bench an earlier call built (saved by save_binary), unpacked instead of a 5-minute build."""
+    parts = sorted(PREBUILT.parent.glob(PREBUILT.name + ".*"))
+    if not parts:
+        return None
+    out = BUILD / "build" / "bin"
+    out.mkdir(parents=True, exist_ok=True)
+    script = f"cat {' '.join(map(str, parts))} | xz -d > {out / 'llama-bench'} && chmod +x {out / 'llama-bench'}"
+    return subprocess.Popen(["bash", "-c", script], stdout=open(log, "w"), stderr=subprocess.STDOUT)
+
+
+def save_binary(binary: Path, out: Path) -> None:
+    """llama-bench, xz-compressed and split in 15 MiB parts for the next call's .gpu/."""
+    subprocess.run(f"xz -T0 -6 -c {binary} | split -b 15M -d - {out / 'llama-bench.xz.'}", shell=True)
 
 
 def zero_files(headers: Path, folder: Path) -> list[Path]:
@@ -89,14 +107,16 @@ def llama_bench(binary: Path, path: Path, reps: int) -> dict:
     return out
 
 
-def run(out: Path, rounds: int = 2, reps: int = 5) -> None:
+def run(out: Path, rounds: int = int(os.environ.get("GGQ_CUDA_ROUNDS", 2)),
+        reps: int = int(os.environ.get("GGQ_CUDA_REPS", 5))) -> None:
     start = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
     result: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "rounds": []}
-    build = start_build(REPO / ".gpu" / "llama.cpp.tar.xz", out / "build.log")
+    built_before = prebuilt_binary(out / "build.log")
+    build = built_before or start_build(REPO / ".gpu" / "llama.cpp.tar.xz", out / "build.log")
     files = zero_files(REPO / ".gpu" / "files", Path("/tmp/ggq-bench-files"))
     try:
-        result["tiny_models_rel_err"] = tiny_models()
+        result["tiny_models_rel_err"] = tiny_models() if os.environ.get("GGQ_CUDA_TINY", "1") == "1" else "not run"
     except Exception as e:  # noqa: BLE001 - record and go on to the speed runs
         result["tiny_models_rel_err"] = f"{type(e).__name__}: {e}"
     print("tiny:", result["tiny_models_rel_err"], flush=True)
@@ -116,8 +136,29 @@ def run(out: Path, rounds: int = 2, reps: int = 5) -> None:
         (out / "cuda_vs_llamacpp.json").write_text(json.dumps(result, indent=1))
         if time.monotonic() - start > DEADLINE_S:
             break
-    if build_rc == 0:
-        subprocess.run(f"xz -T0 -6 -c {binary} > {out / 'llama-bench.xz'}", shell=True)
+    if build_rc == 0 and built_before is None:
+        save_binary(binary, out)
+
+
+OWN = ("runtime/cuda/", "bench/cuda_", "tests/test_cuda_kernels.py", "bench/RESULTS.md")
+
+
+def head_files(folder: Path = REPO / ".gpu" / "head") -> None:
+    """The committed version of every file edited in this checkout outside the CUDA backend's own, into
+    .gpu/head/, so that the GPU machine (its command starting with `cp -r .gpu/head/. .`) measures HEAD plus
+    runtime/cuda rather than someone's half-made edits of other code in the same checkout."""
+    import shutil
+    shutil.rmtree(folder, ignore_errors=True)
+    changed = subprocess.run(["git", "diff", "--name-only", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout.split()
+    for name in changed:
+        if name.startswith(OWN):
+            continue
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(subprocess.run(["git", "show", f"HEAD:{name}"], cwd=REPO, capture_output=True,
+                                          check=True).stdout)
+        print(target)
 
 
 def _ratio_rows(result: dict) -> list[str]:
@@ -168,6 +209,8 @@ def report(speed_json: Path, correctness_json: Path | None, machine: str, comman
 if __name__ == "__main__":
     if sys.argv[1] == "run":
         run(Path(sys.argv[2]))
+    elif sys.argv[1] == "head":
+        head_files()
     else:                          # report SPEED_JSON CORRECTNESS_JSON MACHINE COMMAND NOTES_MD [RESULTS_MD]
         report(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], sys.argv[5], Path(sys.argv[6]),
                Path(sys.argv[7]) if len(sys.argv) > 7 else None)

@@ -25,6 +25,7 @@ from numba import cuda  # noqa: E402
 from ggq.quants import quantize  # noqa: E402
 from ggq.runtime.cuda import attention as at  # noqa: E402
 from ggq.runtime.cuda import kernels as kn  # noqa: E402
+from ggq.runtime.cuda import matvec as mv  # noqa: E402
 from ggq.runtime.cuda.quant import SUPPORTED  # noqa: E402
 from ggq.runtime.cuda.upload import upload_file  # noqa: E402
 from ggq.runtime.kernels import nn  # noqa: E402
@@ -45,27 +46,30 @@ def encode(w: np.ndarray, qtype: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pack(matrices: list[tuple[str, np.ndarray]], per_launch_unit: int = 1):
-    """Matrices laid out one after another in a fake file; their device views, segment table, values."""
+    """Matrices laid out one after another in a fake file, each at a multiple of 32 bytes as in a GGUF
+    (the matvec's word loads rely on it); their device views, segment table, values."""
     parts, rows, values, offset, first, out_col = [np.zeros(32, np.uint8)], [], [], 32, 0, 0
     for qtype, w in matrices:
         data, seen = encode(w, qtype)
         rows.append((offset, w.shape[0], w.shape[1], KINDS.index(qtype), out_col, first, data.shape[1]))
-        parts.append(data.reshape(-1))
+        parts += [data.reshape(-1), np.zeros(-data.size % 32, np.uint8)]
         values.append(seen)
-        offset += data.size
+        offset += data.size + (-data.size % 32)
         first += -(-w.shape[0] // per_launch_unit)
         out_col += w.shape[0]
     views = upload_file(np.concatenate(parts))
     return views, cuda.to_device(np.array(rows, np.int64)), np.vstack(values)
 
 
-def matvec(views, segs, n_rows, x, prep, norm_w=None, up=None, out=None, accumulate=False, softcap=0.0):
+def matvec(views, segs, n_rows, x, prep, norm_w=None, up=None, out=None, accumulate=False, softcap=0.0,
+           blocks=None):
     x = x.reshape(1, -1).astype(np.float32)
     d_out = cuda.to_device(np.zeros((1, n_rows), np.float32) if out is None else out.reshape(1, -1))
     norm_w = np.ones(x.shape[1], np.float32) if norm_w is None else norm_w
     up = x if up is None else up.reshape(1, -1)
-    kn.matvec[(-(-n_rows // kn.MATVEC_WARPS),), kn.MATVEC_WARPS * kn.WARP, 0, kn.padded(x.shape[1]) * 4](
-        segs, *views.args(), cuda.to_device(x), cuda.to_device(up), cuda.to_device(norm_w), 1e-6, prep, d_out,
+    blocks = blocks or -(-n_rows // kn.MATVEC_WARPS)
+    mv.matvec[(blocks,), kn.MATVEC_WARPS * kn.WARP, 0, kn.padded(x.shape[1]) * 4](
+        segs, *mv.matvec_args(views), cuda.to_device(x), cuda.to_device(up), cuda.to_device(norm_w), 1e-6, prep, d_out,
         accumulate, softcap)
     return d_out.copy_to_host()[0].astype(np.float64)
 
@@ -77,6 +81,22 @@ def test_matvec_dots_every_block_format_as_gguf_py_dequantizes_it():
     x = rng.standard_normal(256).astype(np.float32)
     got = matvec(views, segs, len(matrices), x, kn.PREP_COPY)
     np.testing.assert_allclose(got, w @ x, rtol=0, atol=2e-5 * np.abs(w @ x).max())
+
+
+@pytest.mark.parametrize("qtype", ["Q4_K", "Q6_K", "Q5_0", "Q8_0"])
+def test_matvec_row_kernels_cover_every_piece_of_long_rows(qtype):
+    """The word-loading row functions: 3 rows of 2048 columns (8 super-blocks: each lane takes pieces in
+    two rounds), then a second matrix of another format in the same launch (its row bytes follow on)."""
+    rng = np.random.default_rng(7)
+    other = "Q8_0" if qtype != "Q8_0" else "Q4_K"
+    views, segs, w = pack([(qtype, rng.standard_normal((3, 2048)).astype(np.float32)),
+                           (other, rng.standard_normal((2, 2048)).astype(np.float32))])
+    x = rng.standard_normal(2048).astype(np.float32)
+    got = matvec(views, segs, 5, x, kn.PREP_COPY)
+    np.testing.assert_allclose(got, w @ x, rtol=0, atol=2e-5 * np.abs(w @ x).max())
+    strided = matvec(views, segs, 5, x, kn.PREP_COPY, blocks=1)    # one block: each warp takes several rows
+    np.testing.assert_array_equal(strided, got)
+    assert mv.launch_blocks(49152, 8, 132) == 528 and mv.launch_blocks(960, 8, 132) == 120
 
 
 def test_matvec_normalizes_or_gates_its_input_accumulates_and_soft_caps():
@@ -139,12 +159,14 @@ def _cpu_attention(qkv, kc, vc, pos0, n_head, n_kv, hd, inv_freq, neox, bias, q_
     return kc, vc, out.reshape(n, -1)
 
 
-@pytest.mark.parametrize("neox, extras, window", [(False, False, 0), (True, True, 2)])
-def test_qkv_finish_and_attention_match_the_cpu_kernels(neox, extras, window):
+@pytest.mark.parametrize("neox, extras, window, pos0", [(False, False, 0, 2), (True, True, 2, 2), (False, False, 0, 21),
+                                                      (True, True, 13, 21)])
+def test_qkv_finish_and_attention_match_the_cpu_kernels(neox, extras, window, pos0):
     """llama-style (pairs (2i, 2i+1), nothing else), then qwen2/gemma3-style (NeoX pairs, q/k/v bias,
-    per-head RMSNorm of q and k, a sliding window of 2 positions); 2 new tokens after 2 cached ones."""
+    per-head RMSNorm of q and k, a sliding window); 2 new tokens after 2 cached ones, then after 21 (the
+    score pass takes 8 positions a round of 32 threads, the value pass 2 x 8 a round: several rounds)."""
     rng = np.random.default_rng(4)
-    n_head, n_kv, hd, n, pos0, ctx, eps = 2, 1, 16, 2, 2, 6, 1e-6
+    n_head, n_kv, hd, n, ctx, eps = 2, 1, 16, 2, pos0 + 4, 1e-6
     width = (n_head + 2 * n_kv) * hd
     qkv = rng.standard_normal((n, width)).astype(np.float32)
     kc, vc = (np.zeros((n_kv, ctx, hd), np.float32) for _ in range(2))

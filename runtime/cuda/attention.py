@@ -59,11 +59,22 @@ def qkv_finish(qkv, bias, q_norm, k_norm, inv_freq, pos_scale, state, k_cache, v
             v_cache[head - n_head - n_kv, pos, d] = vec[d]
 
 
+KEY_SPLIT = 4                   # threads per key position in the score pass, each summing hd / 4 products
+UNROLL = 8                      # loads a thread has in flight in the score and value loops (see attend)
+MAX_THREADS = 1024
+
+
 @cuda.jit
 def attend(qkv, k_cache, v_cache, state, window, scores, out):
     """out[t, head] = softmax(q . K[:p+1]) V for the query of token t at position p = state[1] + t
-    (q already scaled), over the last `window` positions if window > 0; scores: [T, n_head, ctx] scratch."""
+    (q already scaled), over the last `window` positions if window > 0; scores: [T, n_head, ctx] scratch.
+
+    Written for latency: a loop that loads one value and uses it at once waits a whole memory round trip
+    per iteration (a thread per position summing hd products in turn ran at ~1 % of the SMs). So the
+    score pass gives each position KEY_SPLIT threads whose products are unrolled (their loads issued
+    together), and the value pass splits positions among groups of threads, UNROLL loads at a time."""
     q = cuda.shared.array(MAX_HEAD_DIM, float32)
+    parts = cuda.shared.array(MAX_THREADS, float32)
     red = cuda.shared.array(WARP, float64)
     redf = cuda.shared.array(WARP, float32)
     t, head, tid, nt = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x, cuda.blockDim.x
@@ -74,13 +85,26 @@ def attend(qkv, k_cache, v_cache, state, window, scores, out):
     for d in range(tid, hd, nt):
         q[d] = qkv[t, head * hd + d]
     cuda.syncthreads()
+    part, slot, per = tid % KEY_SPLIT, tid // KEY_SPLIT, nt // KEY_SPLIT
     best = float32(-np.inf)
-    for j in range(lo + tid, p + 1, nt):
+    for base in range(lo, p + 1, per):              # the same trip count in every thread (barriers inside)
+        j = base + slot
         s = float32(0.0)
-        for d in range(hd):
-            s += q[d] * k_cache[kv, j, d]
-        scores[t, head, j] = s
-        best = max(best, s)
+        if j <= p:
+            for d0 in range(0, hd, KEY_SPLIT * 16):
+                for m in range(16):
+                    d = d0 + part + KEY_SPLIT * m
+                    if d < hd:
+                        s += q[d] * k_cache[kv, j, d]
+        parts[tid] = s
+        cuda.syncthreads()
+        if part == 0 and j <= p:
+            s = parts[tid]
+            for k in range(1, KEY_SPLIT):
+                s += parts[tid + k]
+            scores[t, head, j] = s
+            best = max(best, s)
+        cuda.syncthreads()
     best = _block_max(best, redf)
     total = float64(0.0)
     for j in range(lo + tid, p + 1, nt):
@@ -88,11 +112,26 @@ def attend(qkv, k_cache, v_cache, state, window, scores, out):
         scores[t, head, j] = e
         total += e
     inv_total = float32(1.0 / _block_sum(total, red))     # the block sum also orders the score writes
-    for d in range(tid, hd, nt):
-        acc = float32(0.0)
-        for j in range(lo, p + 1):
-            acc += scores[t, head, j] * v_cache[kv, j, d]
-        out[t, head * hd + d] = acc * inv_total
+    groups = max(1, nt // hd)                        # threads per output value, each a share of positions
+    g = tid // hd if groups > 1 else 0
+    if groups == 1 or tid < groups * hd:
+        for d in range(tid % hd if groups > 1 else tid, hd, hd if groups > 1 else nt):
+            acc = float32(0.0)
+            for j0 in range(lo + g, p + 1, groups * UNROLL):
+                for u in range(UNROLL):
+                    j = j0 + groups * u
+                    if j <= p:
+                        acc += scores[t, head, j] * v_cache[kv, j, d]
+            if groups == 1:
+                out[t, head * hd + d] = acc * inv_total
+            else:
+                parts[tid] = acc
+    cuda.syncthreads()
+    if groups > 1 and tid < hd:
+        acc = parts[tid]
+        for k in range(1, groups):
+            acc += parts[tid + k * hd]
+        out[t, head * hd + tid] = acc * inv_total
 
 
 @cuda.jit
@@ -102,9 +141,11 @@ def argmax_token(logits, state):
     best_i = cuda.shared.array(ARGMAX_THREADS, np.int64)
     tid, nt, n = cuda.threadIdx.x, cuda.blockDim.x, logits.shape[1]
     v, idx = float32(-np.inf), n
-    for i in range(tid, n, nt):
-        if logits[0, i] > v:
-            v, idx = logits[0, i], i
+    for i0 in range(tid, n, nt * UNROLL):            # UNROLL loads in flight, each thread's in index order
+        for u in range(UNROLL):
+            i = i0 + nt * u
+            if i < n and logits[0, i] > v:
+                v, idx = logits[0, i], i
     best_v[tid], best_i[tid] = v, idx
     cuda.syncthreads()
     step = nt // 2

@@ -46,6 +46,14 @@ class Buffers:
         self.flags = cuda.to_device(np.array([p.spec.qkv_bias, p.spec.qk_norm, p.spec.rope_neox], np.int64))
 
 
+def _sm_count() -> int:
+    """Multiprocessors of the current GPU (the simulator has no device: one)."""
+    try:
+        return int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
+    except AttributeError:
+        return 1
+
+
 class CudaBackend:
     def __init__(self, tf):
         self.params = p = tf.params
@@ -56,6 +64,7 @@ class CudaBackend:
         self.softcap = float(p.final_softcap or 0.0)
         self.host_state = cuda.pinned_array(3, np.int64)
         self.host_logits = cuda.pinned_array((1, p.n_vocab), np.float32)
+        self.sm_count = _sm_count()
         self.replay = Replay(self._decode_launches())
         self._captured = False
 
@@ -80,7 +89,7 @@ class CudaBackend:
 
     # ---- decode: one token, a fixed list of launches -------------------------------------------------
     def _matvec(self, mats, x, up, norm_w, prep, out, accumulate, softcap=0.0) -> Launch:
-        grid = -(-mats.rows // kn.MATVEC_WARPS)
+        grid = mv.launch_blocks(mats.rows, kn.MATVEC_WARPS, self.sm_count)
         shared = kn.padded(x.shape[1]) * 4
         return Launch(mv.matvec, (grid,), kn.MATVEC_WARPS * kn.WARP, shared,
                       (mats.matvec, *mv.matvec_args(self.w.views), x, up, norm_w, self.eps, prep, out, accumulate,

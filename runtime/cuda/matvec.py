@@ -1,0 +1,230 @@
+"""The decode matvec: out = W . prep(x) for one token, one warp per row, with row kernels per block format.
+
+Why not quant.unit_dot here: that one unpacks each weight on its own (a byte load, a shift and a mask
+per value, the unit's scales decoded again for every 16 values) and ran at ~5 % of DRAM bandwidth. The
+row functions below give each lane a fixed piece of a block (8 or 32 values), load the quants as 16-
+or 32-bit words (one load for 4 or 8 values), decode a sub-block's scale once per piece and keep two
+float sums per scale: sum(q * x) and sum(x), so value = a * q + b costs one FMA and one add per weight.
+Formats the benchmark files use (Q4_K, Q6_K, Q5_0, Q8_0) have such a row function; the others keep the
+per-unit path (correct, slower). Activations stay float32 (the CPU runtime's exact arithmetic).
+
+Word loads need the views' alignment: Q4_K rows start at multiples of 4 bytes (tensor offsets are
+32-aligned, 144-byte blocks), so its quants are read as u32; Q5_0 (22-byte blocks) and Q6_K (210) only
+at multiples of 2, so as pairs of u16.
+"""
+from __future__ import annotations
+
+import math
+
+from numba import cuda, float32, float64, uint32
+
+from ggq.runtime.cuda.kernels import (PREP_COPY, PREP_GELU, PREP_NORM, SCRATCH, WARP, _activation, _find_segment,
+                                      _inv_rms, _warp_reduce)
+from ggq.runtime.cuda.quant import Q4_K, Q5_0, Q6_K, Q8_0, UNIT, unit_dot
+
+device = cuda.jit(device=True, inline=True)
+
+
+@device
+def _w32(u16, byte):
+    """The 32-bit little-endian word at an even byte offset, as two 16-bit loads."""
+    half = byte // 2
+    return uint32(u16[half]) | (uint32(u16[half + 1]) << 16)
+
+
+@device
+def _pos(i):
+    """Shared-memory index of activation i (one pad float per unit of 16, see kernels.padded)."""
+    return i + i // UNIT
+
+
+@device
+def _row_q8_0(i8, f16, rb, cols, lane, xs):
+    """Piece = one 34-byte block (d, qs[32]): int8 loads sign-extend for free, and the 32 of them are
+    issued together (a lane's pieces are a memory round trip each, so they are made large)."""
+    acc = float32(0.0)
+    for blk in range(lane, cols // 32, WARP):
+        bb = rb + 34 * blk
+        x0 = _pos(32 * blk)
+        s0 = float32(0.0)
+        s1 = float32(0.0)
+        for j in range(16):
+            s0 += float32(i8[bb + 2 + j]) * xs[x0 + j]
+            s1 += float32(i8[bb + 18 + j]) * xs[x0 + 17 + j]
+        acc += float32(f16[bb // 2]) * (s0 + s1)
+    return acc
+
+
+@device
+def _row_q5_0(u16, f16, rb, cols, lane, xs):
+    """Piece = one 22-byte block (d, qh u32, qs[16]): value j is the low nibble of qs[j] and value
+    16 + j the high one, each with bit j (16 + j) of qh as its fifth; value = d * (q - 16)."""
+    acc = float32(0.0)
+    for blk in range(lane, cols // 32, WARP):
+        bb = rb + 22 * blk
+        qh = _w32(u16, bb + 2)
+        x0 = _pos(32 * blk)
+        s = float32(0.0)
+        sx = float32(0.0)
+        for k in range(4):
+            w = _w32(u16, bb + 6 + 4 * k)
+            for j in range(4):
+                lo = ((w >> (8 * j)) & 15) | (((qh >> (4 * k + j)) & 1) << 4)
+                hi = ((w >> (8 * j + 4)) & 15) | (((qh >> (16 + 4 * k + j)) & 1) << 4)
+                a, b = xs[x0 + 4 * k + j], xs[x0 + 17 + 4 * k + j]
+                s += float32(lo) * a + float32(hi) * b
+                sx += a + b
+        acc += float32(f16[bb // 2]) * (s - float32(16.0) * sx)
+    return acc
+
+
+@device
+def _scale_min(u8, scales, s):
+    """ggml's get_scale_min_k4: 6-bit scale and min of sub-block s (0..7) of a Q4_K/Q5_K super-block."""
+    if s < 4:
+        return float32(u8[scales + s] & 63), float32(u8[scales + s + 4] & 63)
+    sc = (u8[scales + s + 4] & 15) | ((u8[scales + s - 4] >> 6) << 4)
+    m = (u8[scales + s + 4] >> 4) | ((u8[scales + s] >> 6) << 4)
+    return float32(sc), float32(m)
+
+
+@device
+def _row_q4_k(u8, u32, f16, rb, cols, lane, xs):
+    """Piece = 4 quant words (16 bytes) of a 144-byte super-block (d, dmin, scales[12], qs[128]): bytes
+    32p + 16h .. of qs hold values 16h.. of sub-block 2p (low nibbles) and of 2p + 1 (high); 8 pieces a
+    super-block, so the two sub-blocks' scales are decoded once per 32 weights."""
+    acc = float32(0.0)
+    for it in range(lane, cols // 32, WARP):
+        sb, p, h = it // 8, (it % 8) // 2, it % 2
+        bb = rb + 144 * sb
+        sc0, m0 = _scale_min(u8, bb + 4, 2 * p)
+        sc1, m1 = _scale_min(u8, bb + 4, 2 * p + 1)
+        w0 = (bb + 16 + 32 * p + 16 * h) // 4
+        xl = _pos(256 * sb + 64 * p + 16 * h)           # 16 values inside one unit: contiguous in xs
+        xh = xl + 32 + 2                                 # 32 values on = 2 units (and 2 pads) on
+        s0 = float32(0.0)
+        s1 = float32(0.0)
+        t0 = float32(0.0)
+        t1 = float32(0.0)
+        for k in range(4):
+            w = u32[w0 + k]
+            for j in range(4):
+                a, b = xs[xl + 4 * k + j], xs[xh + 4 * k + j]
+                s0 += float32((w >> (8 * j)) & 15) * a
+                s1 += float32((w >> (8 * j + 4)) & 15) * b
+                t0 += a
+                t1 += b
+        d, dmin = float32(f16[bb // 2]), float32(f16[bb // 2 + 1])
+        acc += d * (sc0 * s0 + sc1 * s1) - dmin * (m0 * t0 + m1 * t1)
+    return acc
+
+
+@device
+def _row_q6_k(u16, i8, f16, rb, cols, lane, xs):
+    """Piece = l in 8q .. 8q + 7 of half n of a 210-byte super-block (ql[128], qh[64], scales[16] int8, d):
+    value l + 32g of the half (g = 0..3) is nibble g // 2 of ql[64n + l + 32 (g % 2)] with bits 2g, 2g + 1
+    of qh[32n + l] above it, scale scales[8n + l // 16 + 2g]; value = d * scale * (q - 32). 8 pieces a
+    super-block, each a pair of 32-bit words from ql's two halves and from qh."""
+    acc = float32(0.0)
+    for it in range(lane, cols // 32, WARP):
+        sb, n, q = it // 8, (it % 8) // 4, it % 4
+        bb = rb + 210 * sb
+        la, hq = bb + 64 * n + 8 * q, bb + 128 + 32 * n + 8 * q
+        x0 = _pos(256 * sb + 128 * n + 8 * q)          # 8 values inside one unit; groups 32 (= 34 in xs) apart
+        s = cuda.local.array(4, float32)
+        t = cuda.local.array(4, float32)
+        for g in range(4):
+            s[g] = 0.0
+            t[g] = 0.0
+        for k in range(2):
+            a, b, hb = _w32(u16, la + 4 * k), _w32(u16, la + 32 + 4 * k), _w32(u16, hq + 4 * k)
+            for j in range(4):
+                ab, bbyte, h = (a >> (8 * j)) & 255, (b >> (8 * j)) & 255, (hb >> (8 * j)) & 255
+                xi = x0 + 4 * k + j
+                v0, v1, v2, v3 = xs[xi], xs[xi + 34], xs[xi + 68], xs[xi + 102]
+                s[0] += float32((ab & 15) | ((h & 3) << 4)) * v0
+                s[1] += float32((bbyte & 15) | (((h >> 2) & 3) << 4)) * v1
+                s[2] += float32((ab >> 4) | (((h >> 4) & 3) << 4)) * v2
+                s[3] += float32((bbyte >> 4) | ((h >> 6) << 4)) * v3
+                t[0] += v0
+                t[1] += v1
+                t[2] += v2
+                t[3] += v3
+        sc = bb + 192 + 8 * n + q // 2
+        part = float32(0.0)
+        for g in range(4):
+            part += float32(i8[sc + 2 * g]) * (s[g] - float32(32.0) * t[g])
+        acc += float32(f16[(bb + 208) // 2]) * part
+    return acc
+
+
+@device
+def row_dot(kind, u8, i8, u16, u32, f16, f32, rb, cols, lane, xs):
+    """This lane's share of W[row] . xs for the row of format `kind` at byte rb (summed over the warp by
+    the caller); kind is the same for all lanes of the warp."""
+    if kind == Q4_K:
+        return _row_q4_k(u8, u32, f16, rb, cols, lane, xs)
+    if kind == Q6_K:
+        return _row_q6_k(u16, i8, f16, rb, cols, lane, xs)
+    if kind == Q5_0:
+        return _row_q5_0(u16, f16, rb, cols, lane, xs)
+    if kind == Q8_0:
+        return _row_q8_0(i8, f16, rb, cols, lane, xs)
+    acc = float32(0.0)
+    for u in range(lane, cols // UNIT, WARP):
+        acc += unit_dot(kind, u8, i8, f16, f32, rb, u, xs, u * (UNIT + 1))
+    return acc
+
+
+@cuda.jit
+def matvec(segs, u8, i8, u16, u32, f16, f32, x, up, norm_w, eps, prep, out, accumulate, softcap):
+    """out[oo + r] (+)= W_s[r] . prep(x) for every row r of every segment s; one warp per row.
+    prep: PREP_NORM -> rmsnorm(x) * norm_w; PREP_SILU/GELU -> act(x) * up; PREP_COPY -> x. x, up, out: [1, n].
+    The block's warps take consecutive rows, and the grid strides over them: a grid smaller than rows / warps
+    (launch_blocks) prepares x once for several rows per warp."""
+    xs = cuda.shared.array(0, float32)
+    red = cuda.shared.array(WARP, float64)
+    tid, n = cuda.threadIdx.x, x.shape[1]
+    warps, lane = cuda.blockDim.x // WARP, tid % WARP
+    last = segs.shape[0] - 1
+    n_rows = segs[last, 5] + segs[last, 1]           # read before the barrier below: its latency overlaps prep
+    if prep == PREP_NORM:
+        inv = _inv_rms(x, 0, eps, red)
+        for i in range(tid, n, cuda.blockDim.x):
+            xs[_pos(i)] = x[0, i] * inv * norm_w[i]
+    elif prep == PREP_COPY:
+        for i in range(tid, n, cuda.blockDim.x):
+            xs[_pos(i)] = x[0, i]
+    else:
+        for i in range(tid, n, cuda.blockDim.x):
+            xs[_pos(i)] = _activation(x[0, i], prep == PREP_GELU) * up[0, i]
+    cuda.syncthreads()
+    for base in range(cuda.blockIdx.x * warps, n_rows, cuda.gridDim.x * warps):   # block-uniform trip count
+        row = base + tid // WARP
+        s = _find_segment(segs, row, 5)
+        r = row - segs[s, 5]
+        active = row < n_rows
+        acc = float32(0.0)
+        if active:
+            acc = row_dot(segs[s, 3], u8, i8, u16, u32, f16, f32, segs[s, 0] + r * segs[s, 6], segs[s, 2], lane,
+                          xs)
+        acc = _warp_reduce(acc, cuda.shared.array(SCRATCH, float32), False)
+        if active and lane == 0:
+            o = segs[s, 4] + r
+            if accumulate:
+                acc += out[0, o]
+            if softcap > 0.0:
+                acc = float32(softcap * math.tanh(acc / softcap))
+            out[0, o] = acc
+
+
+def launch_blocks(rows: int, warps: int, sm_count: int) -> int:
+    """Blocks of a matvec launch: a warp per row, but no more than fit on the GPU at once (4 blocks of 8
+    warps an SM at 64 registers), beyond which each warp takes several rows and x is prepared less often."""
+    return max(1, min(-(-rows // warps), 4 * sm_count))
+
+
+def matvec_args(views) -> tuple:
+    """The file views in matvec's order (it also reads 16- and 32-bit words)."""
+    return views.u8, views.i8, views.u16, views.u32, views.f16, views.f32
+
