@@ -75,7 +75,9 @@ def test_perplexity_cli_matches_llama_perplexity(q4_1_gguf, tmp_path, capsys):
     assert code == 0
     assert lines[0].startswith("[1]") and lines[-1].startswith("PPL = ")
     ppl = float(lines[-1].split("=")[1])
-    # llama.cpp rounds activations to 8 bits for Q4_1 dot products; ggq keeps them float32
+    # both round activations to 8 bits for the Q4_1 dot products, in different float orders: a value
+    # near a rounding tie can go either way, and over 3 chunks of 64 that moved PPL by 1 %; over 8 of 128
+    # ggq is 0.2 % from llama-perplexity here
     assert math.isclose(ppl, GOLDEN["ppl"], rel_tol=0.01), (ppl, GOLDEN["ppl"])
 
 

@@ -10,7 +10,8 @@ import pytest
 from numba import njit
 
 from ggq.runtime.blas import attention_split
-from ggq.runtime.kernels.softmax import causal_softmax, exp_f32
+from ggq.runtime.kernels.nn import exp_f32
+from ggq.runtime.kernels.softmax import causal_softmax
 
 RNG = np.random.default_rng(7)
 

@@ -2,33 +2,16 @@
 
 numpy would make five passes over the whole [heads, queries, keys] block (mask, max, subtract, exp, sum),
 each through the L3 cache; here each row is finished while it sits in L1, only over the keys its query
-may see. Numba has no vector exp (no SVML here), so exp is written out (Cephes' expf: 2^k times a
-degree-6 polynomial on [-ln2/2, ln2/2], within 2 ulp of libm) in operations LLVM vectorizes.
+may see, with nn.exp_f32 (an exp that vectorizes).
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-from ggq.quants.floats import u32_as_f32
+from ggq.runtime.kernels.nn import exp_f32
 
 F32 = np.float32
-LOG2E, LN2_HI, LN2_LO = F32(1.44269504088896341), F32(0.693359375), F32(-2.12194440e-4)
-P = (F32(1.9875691500e-4), F32(1.3981999507e-3), F32(8.3334519073e-3), F32(4.1665795894e-2),
-     F32(1.6666665459e-1), F32(5.0000001201e-1))
-
-
-@njit(inline="always", cache=True)
-def exp_f32(x):
-    """e^x for x <= 0 (softmax arguments after the max is subtracted); 0 below -87."""
-    x = x if x > F32(-87.0) else F32(-87.0)
-    k = np.floor(x * LOG2E + F32(0.5))
-    r = x - k * LN2_HI - k * LN2_LO
-    p = ((((P[0] * r + P[1]) * r + P[2]) * r + P[3]) * r + P[4]) * r + P[5]
-    p = p * r * r + r + F32(1.0)
-    return p * u32_as_f32((np.int32(k) + 127) << 23)
-
-
 @njit(nogil=True, cache=True, fastmath=True)
 def causal_softmax(scores, first_query, window):
     """scores [H, Q, K] in place: row q (query position first_query + q) becomes the softmax over keys
