@@ -82,20 +82,20 @@ def attend(qkv, k_cache, v_cache, state, window, scores, out):
     kv = head // (out.shape[1] // hd // k_cache.shape[0])
     p = state[1] + t
     lo = max(0, p - window + 1) if window > 0 else 0
-    for d in range(tid, hd, nt):
-        q[d] = qkv[t, head * hd + d]
+    span = -(-hd // (KEY_SPLIT * 16)) * KEY_SPLIT * 16     # hd rounded up to a whole score round
+    for d in range(tid, span, nt):
+        q[d] = qkv[t, head * hd + d] if d < hd else float32(0.0)
     cuda.syncthreads()
     part, slot, per = tid % KEY_SPLIT, tid // KEY_SPLIT, nt // KEY_SPLIT
     best = float32(-np.inf)
     for base in range(lo, p + 1, per):              # the same trip count in every thread (barriers inside)
         j = base + slot
+        jc = min(j, p)          # loads are clamped, never skipped by a branch, so that they issue together
         s = float32(0.0)
-        if j <= p:
-            for d0 in range(0, hd, KEY_SPLIT * 16):
-                for m in range(16):
-                    d = d0 + part + KEY_SPLIT * m
-                    if d < hd:
-                        s += q[d] * k_cache[kv, j, d]
+        for d0 in range(0, span, KEY_SPLIT * 16):
+            for m in range(16):
+                d = d0 + part + KEY_SPLIT * m
+                s += q[d] * k_cache[kv, jc, min(d, hd - 1)]                # q is 0 past hd
         parts[tid] = s
         cuda.syncthreads()
         if part == 0 and j <= p:
@@ -120,8 +120,9 @@ def attend(qkv, k_cache, v_cache, state, window, scores, out):
             for j0 in range(lo + g, p + 1, groups * UNROLL):
                 for u in range(UNROLL):
                     j = j0 + groups * u
-                    if j <= p:
-                        acc += scores[t, head, j] * v_cache[kv, j, d]
+                    jc = min(j, p)
+                    e = scores[t, head, jc]
+                    acc += (e if j <= p else float32(0.0)) * v_cache[kv, jc, d]
             if groups == 1:
                 out[t, head * hd + d] = acc * inv_total
             else:
@@ -144,8 +145,9 @@ def argmax_token(logits, state):
     for i0 in range(tid, n, nt * UNROLL):            # UNROLL loads in flight, each thread's in index order
         for u in range(UNROLL):
             i = i0 + nt * u
-            if i < n and logits[0, i] > v:
-                v, idx = logits[0, i], i
+            value = logits[0, min(i, n - 1)]         # clamped, not skipped: the loads issue together
+            if i < n and value > v:
+                v, idx = value, i
     best_v[tid], best_i[tid] = v, idx
     cuda.syncthreads()
     step = nt // 2

@@ -18,11 +18,12 @@ import math
 
 from numba import cuda, float32, float64, uint32
 
-from ggq.runtime.cuda.kernels import (PREP_COPY, PREP_GELU, PREP_NORM, SCRATCH, WARP, _activation, _find_segment,
-                                      _inv_rms, _warp_reduce)
+from ggq.runtime.cuda.kernels import (PREP_COPY, PREP_GELU, PREP_NORM, SCRATCH, WARP, _activation, _block_sum,
+                                      _find_segment, _warp_reduce)
 from ggq.runtime.cuda.quant import Q4_K, Q5_0, Q6_K, Q8_0, UNIT, unit_dot
 
 device = cuda.jit(device=True, inline=True)
+PREP_UNROLL = 8                  # activation loads a thread has in flight while preparing x
 
 
 @device
@@ -39,43 +40,36 @@ def _pos(i):
 
 
 @device
-def _row_q8_0(i8, f16, rb, cols, lane, xs):
-    """Piece = one 34-byte block (d, qs[32]): int8 loads sign-extend for free, and the 32 of them are
-    issued together (a lane's pieces are a memory round trip each, so they are made large)."""
-    acc = float32(0.0)
-    for blk in range(lane, cols // 32, WARP):
-        bb = rb + 34 * blk
-        x0 = _pos(32 * blk)
-        s0 = float32(0.0)
-        s1 = float32(0.0)
-        for j in range(16):
-            s0 += float32(i8[bb + 2 + j]) * xs[x0 + j]
-            s1 += float32(i8[bb + 18 + j]) * xs[x0 + 17 + j]
-        acc += float32(f16[bb // 2]) * (s0 + s1)
-    return acc
+def _piece_q8_0(u8, i8, u16, u32, f16, rb, blk, xs):
+    """Piece = one 34-byte block (d, qs[32]); int8 loads sign-extend for free."""
+    bb = rb + 34 * blk
+    x0 = _pos(32 * blk)
+    s0 = float32(0.0)
+    s1 = float32(0.0)
+    for j in range(16):
+        s0 += float32(i8[bb + 2 + j]) * xs[x0 + j]
+        s1 += float32(i8[bb + 18 + j]) * xs[x0 + 17 + j]
+    return float32(f16[bb // 2]) * (s0 + s1)
 
 
 @device
-def _row_q5_0(u16, f16, rb, cols, lane, xs):
+def _piece_q5_0(u8, i8, u16, u32, f16, rb, blk, xs):
     """Piece = one 22-byte block (d, qh u32, qs[16]): value j is the low nibble of qs[j] and value
     16 + j the high one, each with bit j (16 + j) of qh as its fifth; value = d * (q - 16)."""
-    acc = float32(0.0)
-    for blk in range(lane, cols // 32, WARP):
-        bb = rb + 22 * blk
-        qh = _w32(u16, bb + 2)
-        x0 = _pos(32 * blk)
-        s = float32(0.0)
-        sx = float32(0.0)
-        for k in range(4):
-            w = _w32(u16, bb + 6 + 4 * k)
-            for j in range(4):
-                lo = ((w >> (8 * j)) & 15) | (((qh >> (4 * k + j)) & 1) << 4)
-                hi = ((w >> (8 * j + 4)) & 15) | (((qh >> (16 + 4 * k + j)) & 1) << 4)
-                a, b = xs[x0 + 4 * k + j], xs[x0 + 17 + 4 * k + j]
-                s += float32(lo) * a + float32(hi) * b
-                sx += a + b
-        acc += float32(f16[bb // 2]) * (s - float32(16.0) * sx)
-    return acc
+    bb = rb + 22 * blk
+    qh = _w32(u16, bb + 2)
+    x0 = _pos(32 * blk)
+    s = float32(0.0)
+    sx = float32(0.0)
+    for k in range(4):
+        w = _w32(u16, bb + 6 + 4 * k)
+        for j in range(4):
+            lo = ((w >> (8 * j)) & 15) | (((qh >> (4 * k + j)) & 1) << 4)
+            hi = ((w >> (8 * j + 4)) & 15) | (((qh >> (16 + 4 * k + j)) & 1) << 4)
+            a, b = xs[x0 + 4 * k + j], xs[x0 + 17 + 4 * k + j]
+            s += float32(lo) * a + float32(hi) * b
+            sx += a + b
+    return float32(f16[bb // 2]) * (s - float32(16.0) * sx)
 
 
 @device
@@ -89,73 +83,88 @@ def _scale_min(u8, scales, s):
 
 
 @device
-def _row_q4_k(u8, u32, f16, rb, cols, lane, xs):
+def _piece_q4_k(u8, i8, u16, u32, f16, rb, it, xs):
     """Piece = 4 quant words (16 bytes) of a 144-byte super-block (d, dmin, scales[12], qs[128]): bytes
     32p + 16h .. of qs hold values 16h.. of sub-block 2p (low nibbles) and of 2p + 1 (high); 8 pieces a
     super-block, so the two sub-blocks' scales are decoded once per 32 weights."""
-    acc = float32(0.0)
-    for it in range(lane, cols // 32, WARP):
-        sb, p, h = it // 8, (it % 8) // 2, it % 2
-        bb = rb + 144 * sb
-        sc0, m0 = _scale_min(u8, bb + 4, 2 * p)
-        sc1, m1 = _scale_min(u8, bb + 4, 2 * p + 1)
-        w0 = (bb + 16 + 32 * p + 16 * h) // 4
-        xl = _pos(256 * sb + 64 * p + 16 * h)           # 16 values inside one unit: contiguous in xs
-        xh = xl + 32 + 2                                 # 32 values on = 2 units (and 2 pads) on
-        s0 = float32(0.0)
-        s1 = float32(0.0)
-        t0 = float32(0.0)
-        t1 = float32(0.0)
-        for k in range(4):
-            w = u32[w0 + k]
-            for j in range(4):
-                a, b = xs[xl + 4 * k + j], xs[xh + 4 * k + j]
-                s0 += float32((w >> (8 * j)) & 15) * a
-                s1 += float32((w >> (8 * j + 4)) & 15) * b
-                t0 += a
-                t1 += b
-        d, dmin = float32(f16[bb // 2]), float32(f16[bb // 2 + 1])
-        acc += d * (sc0 * s0 + sc1 * s1) - dmin * (m0 * t0 + m1 * t1)
-    return acc
+    sb, p, h = it // 8, (it % 8) // 2, it % 2
+    bb = rb + 144 * sb
+    sc0, m0 = _scale_min(u8, bb + 4, 2 * p)
+    sc1, m1 = _scale_min(u8, bb + 4, 2 * p + 1)
+    w0 = (bb + 16 + 32 * p + 16 * h) // 4
+    xl = _pos(256 * sb + 64 * p + 16 * h)           # 16 values inside one unit: contiguous in xs
+    xh = xl + 32 + 2                                 # 32 values on = 2 units (and 2 pads) on
+    s0 = float32(0.0)
+    s1 = float32(0.0)
+    t0 = float32(0.0)
+    t1 = float32(0.0)
+    for k in range(4):
+        w = u32[w0 + k]
+        for j in range(4):
+            a, b = xs[xl + 4 * k + j], xs[xh + 4 * k + j]
+            s0 += float32((w >> (8 * j)) & 15) * a
+            s1 += float32((w >> (8 * j + 4)) & 15) * b
+            t0 += a
+            t1 += b
+    d, dmin = float32(f16[bb // 2]), float32(f16[bb // 2 + 1])
+    return d * (sc0 * s0 + sc1 * s1) - dmin * (m0 * t0 + m1 * t1)
 
 
 @device
-def _row_q6_k(u16, i8, f16, rb, cols, lane, xs):
+def _piece_q6_k(u8, i8, u16, u32, f16, rb, it, xs):
     """Piece = l in 8q .. 8q + 7 of half n of a 210-byte super-block (ql[128], qh[64], scales[16] int8, d):
     value l + 32g of the half (g = 0..3) is nibble g // 2 of ql[64n + l + 32 (g % 2)] with bits 2g, 2g + 1
     of qh[32n + l] above it, scale scales[8n + l // 16 + 2g]; value = d * scale * (q - 32). 8 pieces a
     super-block, each a pair of 32-bit words from ql's two halves and from qh."""
-    acc = float32(0.0)
-    for it in range(lane, cols // 32, WARP):
-        sb, n, q = it // 8, (it % 8) // 4, it % 4
-        bb = rb + 210 * sb
-        la, hq = bb + 64 * n + 8 * q, bb + 128 + 32 * n + 8 * q
-        x0 = _pos(256 * sb + 128 * n + 8 * q)          # 8 values inside one unit; groups 32 (= 34 in xs) apart
-        s = cuda.local.array(4, float32)
-        t = cuda.local.array(4, float32)
-        for g in range(4):
-            s[g] = 0.0
-            t[g] = 0.0
-        for k in range(2):
-            a, b, hb = _w32(u16, la + 4 * k), _w32(u16, la + 32 + 4 * k), _w32(u16, hq + 4 * k)
-            for j in range(4):
-                ab, bbyte, h = (a >> (8 * j)) & 255, (b >> (8 * j)) & 255, (hb >> (8 * j)) & 255
-                xi = x0 + 4 * k + j
-                v0, v1, v2, v3 = xs[xi], xs[xi + 34], xs[xi + 68], xs[xi + 102]
-                s[0] += float32((ab & 15) | ((h & 3) << 4)) * v0
-                s[1] += float32((bbyte & 15) | (((h >> 2) & 3) << 4)) * v1
-                s[2] += float32((ab >> 4) | (((h >> 4) & 3) << 4)) * v2
-                s[3] += float32((bbyte >> 4) | ((h >> 6) << 4)) * v3
-                t[0] += v0
-                t[1] += v1
-                t[2] += v2
-                t[3] += v3
-        sc = bb + 192 + 8 * n + q // 2
-        part = float32(0.0)
-        for g in range(4):
-            part += float32(i8[sc + 2 * g]) * (s[g] - float32(32.0) * t[g])
-        acc += float32(f16[(bb + 208) // 2]) * part
-    return acc
+    sb, n, q = it // 8, (it % 8) // 4, it % 4
+    bb = rb + 210 * sb
+    la, hq = bb + 64 * n + 8 * q, bb + 128 + 32 * n + 8 * q
+    x0 = _pos(256 * sb + 128 * n + 8 * q)          # 8 values inside one unit; groups 32 (= 34 in xs) apart
+    s = cuda.local.array(4, float32)
+    t = cuda.local.array(4, float32)
+    for g in range(4):
+        s[g] = 0.0
+        t[g] = 0.0
+    for k in range(2):
+        a, b, hb = _w32(u16, la + 4 * k), _w32(u16, la + 32 + 4 * k), _w32(u16, hq + 4 * k)
+        for j in range(4):
+            ab, bbyte, h = (a >> (8 * j)) & 255, (b >> (8 * j)) & 255, (hb >> (8 * j)) & 255
+            xi = x0 + 4 * k + j
+            v0, v1, v2, v3 = xs[xi], xs[xi + 34], xs[xi + 68], xs[xi + 102]
+            s[0] += float32((ab & 15) | ((h & 3) << 4)) * v0
+            s[1] += float32((bbyte & 15) | (((h >> 2) & 3) << 4)) * v1
+            s[2] += float32((ab >> 4) | (((h >> 4) & 3) << 4)) * v2
+            s[3] += float32((bbyte >> 4) | ((h >> 6) << 4)) * v3
+            t[0] += v0
+            t[1] += v1
+            t[2] += v2
+            t[3] += v3
+    sc = bb + 192 + 8 * n + q // 2
+    part = float32(0.0)
+    for g in range(4):
+        part += float32(i8[sc + 2 * g]) * (s[g] - float32(32.0) * t[g])
+    return float32(f16[(bb + 208) // 2]) * part
+
+
+def _row(piece):
+    """A lane's share of a row made of 32-value pieces: two pieces per round, lane and lane + 32. Each
+    round is a memory round trip, so both pieces' loads must be issued before either is used: the second
+    piece is never skipped by a branch (that would order its loads after the first's use) but clamped to
+    the last piece and weighted 0 when past the end."""
+    @device
+    def row(u8, i8, u16, u32, f16, rb, cols, lane, xs):
+        n = cols // 32
+        acc = float32(0.0)
+        for it in range(lane, n, 2 * WARP):
+            keep = float32(1.0) if it + WARP < n else float32(0.0)
+            first = piece(u8, i8, u16, u32, f16, rb, it, xs)
+            second = piece(u8, i8, u16, u32, f16, rb, min(it + WARP, n - 1), xs)
+            acc += first + keep * second
+        return acc
+    return row
+
+
+_row_q8_0, _row_q5_0, _row_q4_k, _row_q6_k = (_row(f) for f in (_piece_q8_0, _piece_q5_0, _piece_q4_k, _piece_q6_k))
 
 
 @device
@@ -163,17 +172,44 @@ def row_dot(kind, u8, i8, u16, u32, f16, f32, rb, cols, lane, xs):
     """This lane's share of W[row] . xs for the row of format `kind` at byte rb (summed over the warp by
     the caller); kind is the same for all lanes of the warp."""
     if kind == Q4_K:
-        return _row_q4_k(u8, u32, f16, rb, cols, lane, xs)
+        return _row_q4_k(u8, i8, u16, u32, f16, rb, cols, lane, xs)
     if kind == Q6_K:
-        return _row_q6_k(u16, i8, f16, rb, cols, lane, xs)
+        return _row_q6_k(u8, i8, u16, u32, f16, rb, cols, lane, xs)
     if kind == Q5_0:
-        return _row_q5_0(u16, f16, rb, cols, lane, xs)
+        return _row_q5_0(u8, i8, u16, u32, f16, rb, cols, lane, xs)
     if kind == Q8_0:
-        return _row_q8_0(i8, f16, rb, cols, lane, xs)
+        return _row_q8_0(u8, i8, u16, u32, f16, rb, cols, lane, xs)
     acc = float32(0.0)
     for u in range(lane, cols // UNIT, WARP):
         acc += unit_dot(kind, u8, i8, f16, f32, rb, u, xs, u * (UNIT + 1))
     return acc
+
+
+@device
+def _prepare(x, up, norm_w, eps, prep, xs, red):
+    """xs = prep(x[0]) in the padded layout, every thread of the block taking part. PREP_UNROLL loads in
+    flight per thread (clamped to the last element, never skipped, so that they issue together): a
+    strided loop of one load each waited a memory round trip per element. RMSNorm sums squares in
+    float64, as the CPU runtime does, while x * norm_w is stored; the 1 / rms scale follows in shared memory."""
+    tid, nt, n = cuda.threadIdx.x, cuda.blockDim.x, x.shape[1]
+    ss = float64(0.0)
+    for i0 in range(tid, n, nt * PREP_UNROLL):
+        for u in range(PREP_UNROLL):
+            i = i0 + nt * u
+            c = min(i, n - 1)
+            v = x[0, c]
+            if prep == PREP_NORM:
+                ss += float64(v) * float64(v) if i < n else 0.0
+                v = v * norm_w[c]
+            elif prep != PREP_COPY:
+                v = _activation(v, prep == PREP_GELU) * up[0, c]
+            if i < n:
+                xs[_pos(i)] = v
+    if prep == PREP_NORM:
+        inv = float32(1.0 / math.sqrt(_block_sum(ss, red) / n + eps))   # its barriers also order xs
+        for i in range(tid, n, nt):
+            xs[_pos(i)] *= inv
+    cuda.syncthreads()
 
 
 @cuda.jit
@@ -184,21 +220,11 @@ def matvec(segs, u8, i8, u16, u32, f16, f32, x, up, norm_w, eps, prep, out, accu
     (launch_blocks) prepares x once for several rows per warp."""
     xs = cuda.shared.array(0, float32)
     red = cuda.shared.array(WARP, float64)
-    tid, n = cuda.threadIdx.x, x.shape[1]
+    tid = cuda.threadIdx.x
     warps, lane = cuda.blockDim.x // WARP, tid % WARP
     last = segs.shape[0] - 1
     n_rows = segs[last, 5] + segs[last, 1]           # read before the barrier below: its latency overlaps prep
-    if prep == PREP_NORM:
-        inv = _inv_rms(x, 0, eps, red)
-        for i in range(tid, n, cuda.blockDim.x):
-            xs[_pos(i)] = x[0, i] * inv * norm_w[i]
-    elif prep == PREP_COPY:
-        for i in range(tid, n, cuda.blockDim.x):
-            xs[_pos(i)] = x[0, i]
-    else:
-        for i in range(tid, n, cuda.blockDim.x):
-            xs[_pos(i)] = _activation(x[0, i], prep == PREP_GELU) * up[0, i]
-    cuda.syncthreads()
+    _prepare(x, up, norm_w, eps, prep, xs, red)
     for base in range(cuda.blockIdx.x * warps, n_rows, cuda.gridDim.x * warps):   # block-uniform trip count
         row = base + tid // WARP
         s = _find_segment(segs, row, 5)
