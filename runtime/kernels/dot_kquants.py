@@ -6,9 +6,10 @@
 Each super-block is one vecir intrinsic: the integer part (ggml's aux32[8] lanes, or Q2_K's isum) in
 vector IR, and the float part following ggml-cpu/quants.c's ggml_vec_dot_<t>_q8_K_generic literally: 8 float lane sums
 `sums[l] += d * aux32[l]`, the mins term subtracted per block, lanes added to sumf at the end. So each
-output equals that scalar C code compiled without FP contraction. matmat (prompts) unpacks groups of 8
-rows once and runs them against 4 tokens at a time, one row per vector lane (vecir_tile): exact integer
-sums per super-block, its own float order (within float32 rounding of matvec's).
+output equals that scalar C code compiled without FP contraction. matmat (prompts) unpacks groups of
+vecir_tile.GROUP rows (16 or 8) once and runs them against 4 tokens at a time, one row per vector lane
+(vecir_tile): exact integer sums per super-block, its own float order (within float32 rounding of
+matvec's).
 Rows are processed in chunks (matvec's `chunk`: rows per parallel work item, chosen per matrix by the
 tuner, shapes.py; any value gives the same bits); the 8 float lane sums live on each chunk's stack
 (vecir.lane_sums), so the kernels allocate nothing.
@@ -26,7 +27,7 @@ from ggq.runtime.kernels.vecir import block_q2_k, block_q3_k, block_q4_k, block_
 
 F32 = np.float32
 CHUNK = UNTUNED["kquant"]  # rows per parallel work item, unless the tuner chose another (shapes.py)
-GROUPS_PER_ITEM = 2  # prompts: row groups of 8 per parallel work item (one scratch allocation each)
+GROUPS_PER_ITEM = 2  # prompts: row groups per parallel work item (one scratch allocation each)
 
 
 @njit(inline="always", cache=True)

@@ -10,7 +10,7 @@ fused-multiply-added into 8 float accumulators, one horizontal sum per row. On A
 run (NEON sdot where the CPU has dotprod, vecir_isa), with the same results. matvec takes a shape: `step` rows go together (shared activation loads,
 independent chains; one of shapes.LEGACY_ROW_STEPS, chosen per matrix by the tuner), the rest one by
 one; every row's arithmetic is the same either way, so every step gives the same bits. matmat
-unpacks groups of 8 rows once and runs them against 4 tokens at a time, one row per vector lane
+unpacks groups of vecir_tile.GROUP rows (16 or 8) once and runs them against 4 tokens at a time, one row per vector lane
 (vecir_tile): exact integer dots, float order per row and token its own (not matvec's, within a few
 ulps of it). Arrays must be C-contiguous.
 Numba's cache does not see edits to vecir: after changing it, touch this file (or clear the cache).
@@ -29,7 +29,7 @@ STEP = UNTUNED["legacy"]
 GROUPS_PER_ITEM = 4  # row groups per parallel work item (32 rows: one scratch allocation each)
 
 
-# ---- prompts: groups of 8 rows, unpacked once, against every token (vecir_tile) ---------------------
+# ---- prompts: groups of GROUP rows, unpacked once, against every token (vecir_tile) ---------------------
 @njit(inline="always", cache=True)
 def _activation_sums(xq, nb, block_bytes, qs_at):
     """i32 [tokens * nb]: the sum of each activation block's int8 values (the VNNI form's offset term;
@@ -49,7 +49,7 @@ def _activation_sums(xq, nb, block_bytes, qs_at):
 @njit(inline="always", cache=True)
 def _scratch(nb):
     """A work item's unpacked row group: values, block scales, block mins."""
-    return np.empty(nb * 256, np.uint8), np.empty(nb * GROUP, np.float32), np.empty(nb * GROUP, np.float32)
+    return np.empty(nb * vt.BLOCK, np.uint8), np.empty(nb * GROUP, np.float32), np.empty(nb * GROUP, np.float32)
 
 
 # Per type: _rows_<t> (one step of `step` rows from r0, through the compiled form of that width) and

@@ -1,31 +1,34 @@
-"""Prompt kernels of the integer dots: 8 weight rows at a time, one row per vector lane.
+"""Prompt kernels of the integer dots: GROUP weight rows at a time, one row per vector lane.
 
 A prompt multiplies every weight row with many activation rows. The decode kernels (vecir) keep 8
 lanes of partial sums per row and add them up at the end, which costs a horizontal sum per output and
-unpacks each weight block again for every token. Here a group of 8 rows is first unpacked once into
-a buffer laid out for the dot instruction (`unpack8_<t>`): for each block and each 4-value group g,
-32 bytes holding values 4g..4g+3 of row 0, then of row 1, ... row 7. A dot instruction (vpdpbusd on
-x86 with VNNI, sdot on ARM, generic vector IR elsewhere) with token x's 4 values 4g..4g+3 broadcast to
-every lane then adds 4 products into each row's lane, so 8 of them make the 8 rows' exact integer dot
-with one block of x; one scaled multiply-add per block and token takes it into the rows' float sums,
-and 8 finished outputs are stored side by side (`gemm8x<C>_<t>`, C tokens per call sharing the loaded
-weight vectors).
+unpacks each weight block again for every token. Here a group of GROUP rows (16 where the CPU has
+AVX-512 VNNI: one 512-bit vector of int32; else 8) is first unpacked once into a buffer laid out for
+the dot instruction (`unpack8_<t>`): for each block and each 4-value group g, 4 * GROUP bytes holding
+values 4g..4g+3 of row 0, then of row 1, ... A dot instruction (vpdpbusd on x86 with VNNI, sdot on
+ARM, generic vector IR elsewhere) with token x's 4 values 4g..4g+3 broadcast to every lane then adds
+4 products into each row's lane, so 8 of them make the rows' exact integer dots with one block of x;
+one scaled multiply-add per block and token takes them into the rows' float sums, and GROUP finished
+outputs are stored side by side (`gemm8x<C>_<t>`, C tokens per call sharing the loaded weight vectors).
+On Zen 5, 16 rows ran the legacy types 1.8x faster than 8 (k-quants: the same); on cores that split
+512-bit work in two (Zen 4) it is a guess that they are no slower.
 
 Integer parts are exact; each output is then sum over blocks, in order, of fma(dot_b, d_w * d_x, .),
 plus the Q4_1/Q5_1 m * s terms fused in the same order: its bits depend on nothing but the row and
-the token (not on C, the thread count or the ISA form). It is not the decode kernels' float order
+the token (not on C, GROUP, the thread count or the ISA form). It is not the decode kernels' float order
 (those follow ggml's 8-lane one), so prompt and decode logits differ in the last bits, as llama.cpp's
 batched and one-token kernels do.
 
-    unpack8_<t>(w, r0, row_bytes, nb, U, D, M)       rows r0..r0+7 of flat block bytes w -> U, D, M
+    unpack8_<t>(w, r0, row_bytes, nb, U, D, M)       rows r0..r0+GROUP-1 of flat block bytes w -> U, D, M
     gemm8x<C>_<t>(U, D, M, nb, xq, t0, n_tok, xq_bytes, sx, out, out_stride, r0)
-        out[(t0 + j) * out_stride + r0 + i] = row r0 + i . activation row t0 + j, i < 8, j < C
+        out[(t0 + j) * out_stride + r0 + i] = row r0 + i . activation row t0 + j, i < GROUP, j < C
         (token indices past n_tok - 1 are clamped to it)
-U: u8[nb * 256]; D, M: f32[nb * 8] (block scales, Q4_1/Q5_1 mins); sx: i32 [tokens, nb], the sum of each
-activation block's 8-bit values (for the VNNI form's unsigned weights, see vecir.quads_vnni).
+U: u8[nb * BLOCK]; D, M: f32[nb * GROUP] (block scales, Q4_1/Q5_1 mins); sx: i32 [tokens, nb], the sum
+of each activation block's 8-bit values (for the VNNI form's unsigned weights, see vecir.quads_vnni).
 """
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 
 from llvmlite import ir
@@ -38,7 +41,13 @@ from ggq.runtime.kernels import vecir_isa as isa
 from ggq.runtime.kernels.vecir_isa import I8, I32, _bytes, _concat, _load, _slice, _vec, _vec_undef, _zeros
 
 F32 = v.F32
-GROUP = 8          # rows per group: one per lane of a 256-bit vector of int32
+# rows per group, one per int32 lane: 16 (512-bit vectors) where the CPU has AVX-512 VNNI, else 8
+# (256-bit: AVX2, AVX-VNNI; NEON and the generic IR split them). GGQ_TILE_ROWS=8 forces 8 (tests, A/B;
+# like vecir_isa's switches, Numba's cache does not key on it: one NUMBA_CACHE_DIR per setting).
+WIDE = "+avx512vnni" in isa._FEATURES and isa.HAVE_VNNI and os.environ.get("GGQ_TILE_ROWS") != "8"
+GROUP = 16 if WIDE else 8
+GROUP_BYTES = 4 * GROUP   # one 4-value group of every row of the group
+BLOCK = 8 * GROUP_BYTES   # unpacked bytes per 32-value block
 UNSIGNED = isa.HAVE_VNNI and not isa.HAVE_SDOT   # vpdpbusd takes the weights as u8, plus an offset term
 
 
@@ -48,8 +57,16 @@ def _splat_vec(builder, s, ty, n=GROUP):
 
 
 def _dot4(builder, acc, a, x):
-    """acc (<8 x i32>) + per lane l: sum of the 4 products of bytes 4l..4l+3 of a and x (<32 x i8>):
-    vpdpbusd (a unsigned), two NEON sdots (a signed) or generic IR (a signed)."""
+    """acc (<GROUP x i32>) + per lane l: sum of the 4 products of bytes 4l..4l+3 of a and x
+    (<4 GROUP x i8>): vpdpbusd (a unsigned; 512-bit where WIDE), else per 8 lanes: two NEON sdots (a
+    signed) or generic IR (a signed)."""
+    if UNSIGNED and GROUP == 16:
+        return isa._call(builder, "llvm.x86.avx512.vpdpbusd.512", _vec(I32, 16), acc,
+                         builder.bitcast(a, _vec(I32, 16)), builder.bitcast(x, _vec(I32, 16)))
+    if GROUP == 16:
+        lo = _dot4(builder, _slice(builder, acc, 0, 8), _slice(builder, a, 0, 32), _slice(builder, x, 0, 32))
+        hi = _dot4(builder, _slice(builder, acc, 8, 8), _slice(builder, a, 32, 32), _slice(builder, x, 32, 32))
+        return _concat(builder, lo, hi)
     if isa.HAVE_SDOT:
         lo = isa._sdot(builder, _slice(builder, acc, 0, 4), _slice(builder, a, 0, 16), _slice(builder, x, 0, 16))
         hi = isa._sdot(builder, _slice(builder, acc, 4, 4), _slice(builder, a, 16, 16), _slice(builder, x, 16, 16))
@@ -71,7 +88,7 @@ def _offset(kind):
 
 @contextmanager
 def _row_loop(context, builder, aryty, ary, r0, rb):
-    """for i in range(GROUP), as a loop in the code (not unrolled: an eighth of the code to compile):
+    """for i in range(GROUP), as a loop in the code (not unrolled: a fraction of the code to compile):
     yields i and an i8* to row r0 + i of the flat weight bytes."""
     with cgutils.for_range(builder, ir.Constant(r0.type, GROUP)) as loop:
         i = loop.index
@@ -102,7 +119,7 @@ def legacy_unpack(kind):
                     wp = builder.gep(row, [builder.mul(b, ir.Constant(b.type, ws))])
                     quads = builder.bitcast(v._legacy_values(builder, wp, kind, UNSIGNED), _vec(I32, 8))
                     for g in range(8):
-                        at = builder.add(builder.mul(b, ir.Constant(b.type, 256)), _at(builder, 32 * g, i, 4))
+                        at = builder.add(builder.mul(b, ir.Constant(b.type, BLOCK)), _at(builder, GROUP_BYTES * g, i, 4))
                         dst = builder.bitcast(builder.gep(up, [at]), I32.as_pointer())
                         builder.store(builder.extract_element(quads, ir.Constant(I32, g)), dst, align=1)
                     slot = builder.add(builder.mul(b, ir.Constant(b.type, GROUP)), i)
@@ -140,8 +157,8 @@ def legacy_gemm(kind, n_toks):
             accs = [cgutils.alloca_once_value(builder, zero8) for _ in toks]
             with cgutils.for_range(builder, nb_v) as loop:
                 b = loop.index
-                ub = builder.gep(up, [builder.mul(b, ir.Constant(b.type, 256))])
-                weights = [_bytes(builder, ub, 32, 32 * g) for g in range(8)]
+                ub = builder.gep(up, [builder.mul(b, ir.Constant(b.type, BLOCK))])
+                weights = [_bytes(builder, ub, GROUP_BYTES, GROUP_BYTES * g) for g in range(8)]
                 slot = builder.mul(b, ir.Constant(b.type, GROUP))
                 dw = _load(builder, builder.gep(dp, [slot]), _vec(F32, GROUP))
                 mw = _load(builder, builder.gep(mp, [slot]), _vec(F32, GROUP)) if at_m is not None else None
@@ -153,7 +170,7 @@ def legacy_gemm(kind, n_toks):
                         dot = _splat_vec(builder, builder.mul(s, ir.Constant(I32, -offset)), I32)
                     for g in range(8):
                         xg = _splat_vec(builder, _load(builder, builder.gep(xp, [ir.Constant(I32, xq_at + 4 * g)]), I32), I32)
-                        dot = _dot4(builder, dot, weights[g], builder.bitcast(xg, _vec(I8, 32)))
+                        dot = _dot4(builder, dot, weights[g], builder.bitcast(xg, _vec(I8, GROUP_BYTES)))
                     d = builder.fmul(dw, _splat_vec(builder, v._half_at(builder, xp, 0), F32))
                     acc = v._fma(builder, d, builder.sitofp(dot, _vec(F32, GROUP)), builder.load(accs[j]))
                     if at_m is not None:
@@ -187,7 +204,7 @@ KQUANT_LAYOUT = {
     "q2_k": (84, 16, 80, 82, 0), "q3_k": (110, 16, 108, None, 4), "q4_k": (144, 8, 0, 2, 0),
     "q5_k": (176, 8, 0, 2, 0), "q6_k": (210, 16, 208, None, 32),
 }
-SB = 2048  # unpacked bytes per super-block of a row group: 64 groups of 4 values x 8 rows
+SB = 64 * GROUP_BYTES  # unpacked bytes per super-block of a row group: 64 groups of 4 values
 
 
 def _kquant_values(builder, kind, wp, signed_offset):
@@ -232,7 +249,8 @@ def kquant_unpack(kind):
                     for c, chunk in enumerate(_kquant_values(builder, kind, wp, 0 if UNSIGNED else offset)):
                         quads = builder.bitcast(chunk, _vec(I32, 8))
                         for g in range(8):
-                            at = builder.add(builder.mul(b, ir.Constant(b.type, SB)), _at(builder, 32 * (8 * c + g), i, 4))
+                            at = builder.add(builder.mul(b, ir.Constant(b.type, SB)),
+                                             _at(builder, GROUP_BYTES * (8 * c + g), i, 4))
                             dst = builder.bitcast(builder.gep(up, [at]), I32.as_pointer())
                             builder.store(builder.extract_element(quads, ir.Constant(I32, g)), dst, align=1)
                     scales, mins = _kquant_scales(builder, kind, wp)
@@ -267,14 +285,14 @@ def _min_pairs(builder, mins, n_sub):
 
 
 def _dot2_i16(builder, acc, a, b):
-    """acc + per lane: a.lo16 * b.lo16 + a.hi16 * b.hi16 (<8 x i32> of i16 pairs): vpdpwssd with
+    """acc + per lane: a.lo16 * b.lo16 + a.hi16 * b.hi16 (<GROUP x i32> of i16 pairs): vpdpwssd with
     AVX512-VNNI, else generic IR (pmaddwd on x86, smull/addp on ARM)."""
     if isa.HAVE_VNNI:
-        return isa._call(builder, "llvm.x86.avx512.vpdpwssd.256", _vec(I32, 8), acc, a, b)
-    i16x16, i32x16 = _vec(ir.IntType(16), 16), _vec(I32, 16)
-    prod = builder.mul(builder.sext(builder.bitcast(a, i16x16), i32x16), builder.sext(builder.bitcast(b, i16x16), i32x16))
-    even = builder.shuffle_vector(prod, prod, ir.Constant(_vec(I32, 8), list(range(0, 16, 2))))
-    odd = builder.shuffle_vector(prod, prod, ir.Constant(_vec(I32, 8), list(range(1, 16, 2))))
+        return isa._call(builder, f"llvm.x86.avx512.vpdpwssd.{32 * GROUP}", _vec(I32, GROUP), acc, a, b)
+    i16s, i32s = _vec(ir.IntType(16), 2 * GROUP), _vec(I32, 2 * GROUP)
+    prod = builder.mul(builder.sext(builder.bitcast(a, i16s), i32s), builder.sext(builder.bitcast(b, i16s), i32s))
+    even = builder.shuffle_vector(prod, prod, ir.Constant(_vec(I32, GROUP), list(range(0, 2 * GROUP, 2))))
+    odd = builder.shuffle_vector(prod, prod, ir.Constant(_vec(I32, GROUP), list(range(1, 2 * GROUP, 2))))
     return builder.add(acc, builder.add(even, odd))
 
 
@@ -311,14 +329,14 @@ def kquant_gemm(kind, n_toks):
                                        builder.mul(s, ir.Constant(b.type, GROUP)))
                     scale = builder.load(builder.bitcast(builder.gep(sp, [slot]), vec_i32), align=4)
                     first = builder.mul(s, ir.Constant(b.type, groups))  # the sub-block's first group of 4
-                    wb = builder.gep(ub, [builder.mul(first, ir.Constant(b.type, 32))])
-                    weights = [_bytes(builder, wb, 32, 32 * g) for g in range(groups)]
+                    wb = builder.gep(ub, [builder.mul(first, ir.Constant(b.type, GROUP_BYTES))])
+                    weights = [_bytes(builder, wb, GROUP_BYTES, GROUP_BYTES * g) for g in range(groups)]
                     for j, xb in enumerate(xbs):
                         xs_ = builder.gep(xb, [builder.add(builder.mul(first, ir.Constant(b.type, 4)), ir.Constant(b.type, 4))])
                         dot = _zeros(I32, GROUP)
                         for g in range(groups):
                             xg = _splat_vec(builder, _load(builder, builder.gep(xs_, [ir.Constant(I32, 4 * g)]), I32), I32)
-                            dot = _dot4(builder, dot, weights[g], builder.bitcast(xg, _vec(I8, 32)))
+                            dot = _dot4(builder, dot, weights[g], builder.bitcast(xg, _vec(I8, GROUP_BYTES)))
                         builder.store(builder.add(builder.load(isums[j]), builder.mul(dot, scale)), isums[j])
                 isums = [builder.load(p) for p in isums]
                 imins = [_zeros(I32, GROUP) for _ in toks]
