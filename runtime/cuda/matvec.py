@@ -15,11 +15,12 @@ at multiples of 2, so as pairs of u16.
 from __future__ import annotations
 
 import math
+import os
 
 from numba import cuda, float32, float64, uint32
 
 from ggq.runtime.cuda.kernels import (PREP_COPY, PREP_GELU, PREP_NORM, SCRATCH, WARP, _activation, _block_sum,
-                                      _find_segment, _warp_reduce)
+                                      _find_segment, _inv_rms, _warp_reduce)
 from ggq.runtime.cuda.quant import Q4_K, Q5_0, Q6_K, Q8_0, UNIT, unit_dot
 
 device = cuda.jit(device=True, inline=True)
@@ -147,19 +148,15 @@ def _piece_q6_k(u8, i8, u16, u32, f16, rb, it, xs):
 
 
 def _row(piece):
-    """A lane's share of a row made of 32-value pieces: two pieces per round, lane and lane + 32. Each
-    round is a memory round trip, so both pieces' loads must be issued before either is used: the second
-    piece is never skipped by a branch (that would order its loads after the first's use) but clamped to
-    the last piece and weighted 0 when past the end."""
+    """A lane's share of a row made of 32-value pieces, lane, lane + 32, ... One piece a round: two per
+    round (the second clamped and weighted 0 past the end, so that both pieces' loads issue together) was
+    measured slower on the H200 (bench/RESULTS.md, cuda_vs_llamacpp notes): the 576-column rows of the
+    135M model have 18 pieces, so the second was all waste there, and the 2048-column ones lost too."""
     @device
     def row(u8, i8, u16, u32, f16, rb, cols, lane, xs):
-        n = cols // 32
         acc = float32(0.0)
-        for it in range(lane, n, 2 * WARP):
-            keep = float32(1.0) if it + WARP < n else float32(0.0)
-            first = piece(u8, i8, u16, u32, f16, rb, it, xs)
-            second = piece(u8, i8, u16, u32, f16, rb, min(it + WARP, n - 1), xs)
-            acc += first + keep * second
+        for it in range(lane, cols // 32, WARP):
+            acc += piece(u8, i8, u16, u32, f16, rb, it, xs)
         return acc
     return row
 
@@ -210,6 +207,27 @@ def _prepare(x, up, norm_w, eps, prep, xs, red):
         for i in range(tid, n, nt):
             xs[_pos(i)] *= inv
     cuda.syncthreads()
+
+
+@device
+def _prepare_strided(x, up, norm_w, eps, prep, xs, red):
+    """The same as _prepare with one load per loop iteration (the first version; GGQ_CUDA_PREP=strided)."""
+    tid, n = cuda.threadIdx.x, x.shape[1]
+    if prep == PREP_NORM:
+        inv = _inv_rms(x, 0, eps, red)
+        for i in range(tid, n, cuda.blockDim.x):
+            xs[_pos(i)] = x[0, i] * inv * norm_w[i]
+    elif prep == PREP_COPY:
+        for i in range(tid, n, cuda.blockDim.x):
+            xs[_pos(i)] = x[0, i]
+    else:
+        for i in range(tid, n, cuda.blockDim.x):
+            xs[_pos(i)] = _activation(x[0, i], prep == PREP_GELU) * up[0, i]
+    cuda.syncthreads()
+
+
+if os.environ.get("GGQ_CUDA_PREP", "unrolled") == "strided":
+    _prepare = _prepare_strided   # noqa: F811
 
 
 @cuda.jit
