@@ -170,7 +170,8 @@ def main() -> None:
             f"OPENBLAS_CORETYPE: {blas}. "
             "llama.cpp is built with -march=native but without AMX (bench/llamacpp.py: its AMX kernels crash "
             "on this machine). ggq's prompts and decode multiply block weights with 8-bit activations as "
-            "llama.cpp does (prompts: runtime/kernels/vecir_tile.py), F16 weights in float32 (prompts: BLAS). Streamed: ggq's weight GB/s during tg / the memory-copy bandwidth (read + write) "
+            "llama.cpp does (prompts: runtime/kernels/vecir_tile.py), F16 weights in float32 (prompts: "
+            "runtime/kernels/float_tile.py). Streamed: ggq's weight GB/s during tg / the memory-copy bandwidth (read + write) "
             "measured in the same `ggq bench`. 1.1B rows: the make_big_checkpoint.py checkpoint converted "
             "by `ggq convert`.\n\n" + ARM_NOTE + "\n\n"
             + markdown_table(["file", "test", "ggq tok/s", "ggq untuned", "llama.cpp tok/s", "ratio", "target", "",
