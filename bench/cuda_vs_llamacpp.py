@@ -161,10 +161,11 @@ def head_files(folder: Path = REPO / ".gpu" / "head") -> None:
         print(target)
 
 
-def _ratio_rows(result: dict) -> list[str]:
+def _ratio_rows(result: dict, label: str = "") -> list[str]:
     rows = ["| file | round | ggq pp512 | llama.cpp pp512 | ratio | ggq tg128 | llama.cpp tg128 | ratio | kernels/token |",
             "|---|---|---|---|---|---|---|---|---|"]
     for i, rnd in enumerate(result["rounds"], 1):
+        i = label or i
         for name, r in rnd.items():
             g, l = r["ggq"], r.get("llama.cpp", {})
             cells = [name, str(i)]
@@ -179,18 +180,25 @@ def _ratio_rows(result: dict) -> list[str]:
 
 def report(speed_json: Path, correctness_json: Path | None, machine: str, command: str, notes: Path | None = None,
            path: Path | None = None) -> None:
-    """bench/RESULTS.md's cuda_vs_llamacpp section from run's JSON (and cuda_correctness compare's)."""
+    """bench/RESULTS.md's cuda_vs_llamacpp section from run's JSON (and cuda_correctness compare's).
+    speed_json may name several runs as LABEL=PATH,LABEL=PATH (one table, rounds labelled; the last run's
+    tiny-model figures are reported)."""
     sys.path.append(str(REPO / "bench"))
     from results import RESULTS, write_section
     path = path or RESULTS
-    result = json.loads(speed_json.read_text())
+    runs = [part.split("=", 1) if "=" in part else ("", part) for part in str(speed_json).split(",")]
+    results = [(label, json.loads(Path(run).read_text())) for label, run in runs]
+    result = results[-1][1]
     lines = ["## CUDA backend vs llama.cpp's CUDA build (bench/cuda_vs_llamacpp.sh)", "",
              f"Machine: {machine}. Command: `{command}`. Both sides on the same files in the same call, "
              "interleaved file by file; files are real GGUF headers with zero data (bench/cuda_files.py); "
-             "llama-bench -ngl 99 -p 512 -n 128 -r 5 (llama-cpp-python 0.3.36 sdist, -DGGML_CUDA=ON, sm_90); "
-             "ggq bench --device cuda -p 512 -n 128 -r 5 (tg: device argmax, one token id back per step).", ""]
-    lines += _ratio_rows(result)
-    tiny = result.get("tiny_models_rel_err")
+             "llama-bench -ngl 99 -p 512 -n 128 (llama-cpp-python 0.3.36 sdist, -DGGML_CUDA=ON, sm_90); "
+             "ggq bench --device cuda -p 512 -n 128 (tg: device argmax, one token id back per step); "
+             "-r 5 unless the notes say otherwise.", ""]
+    table = [_ratio_rows(r, label) for label, r in results]
+    lines += table[0] + [row for t in table[1:] for row in t[2:]]
+    tiny = next((r["tiny_models_rel_err"] for _, r in reversed(results)
+                 if isinstance(r.get("tiny_models_rel_err"), dict)), None)
     lines += ["", f"Tiny llama/qwen2/gemma3 models (tests/test_runtime_model.py) on the GPU against the float64 "
               f"oracle, max |error| / max |logit|: {tiny}."]
     if correctness_json and correctness_json.is_file():
@@ -211,6 +219,6 @@ if __name__ == "__main__":
         run(Path(sys.argv[2]))
     elif sys.argv[1] == "head":
         head_files()
-    else:                          # report SPEED_JSON CORRECTNESS_JSON MACHINE COMMAND NOTES_MD [RESULTS_MD]
+    else:                  # report SPEED_JSON[,LABEL=JSON...] CORRECTNESS_JSON MACHINE COMMAND NOTES_MD [RESULTS_MD]
         report(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], sys.argv[5], Path(sys.argv[6]),
                Path(sys.argv[7]) if len(sys.argv) > 7 else None)

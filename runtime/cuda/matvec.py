@@ -15,16 +15,14 @@ at multiples of 2, so as pairs of u16.
 from __future__ import annotations
 
 import math
-import os
 
 from numba import cuda, float32, float64, uint32
 
-from ggq.runtime.cuda.kernels import (PREP_COPY, PREP_GELU, PREP_NORM, SCRATCH, WARP, _activation, _block_sum,
-                                      _find_segment, _inv_rms, _warp_reduce)
+from ggq.runtime.cuda.kernels import (PREP_COPY, PREP_GELU, PREP_NORM, SCRATCH, WARP, _activation, _find_segment,
+                                      _inv_rms, _warp_reduce)
 from ggq.runtime.cuda.quant import Q4_K, Q5_0, Q6_K, Q8_0, UNIT, unit_dot
 
 device = cuda.jit(device=True, inline=True)
-PREP_UNROLL = 8                  # activation loads a thread has in flight while preparing x
 
 
 @device
@@ -184,34 +182,10 @@ def row_dot(kind, u8, i8, u16, u32, f16, f32, rb, cols, lane, xs):
 
 @device
 def _prepare(x, up, norm_w, eps, prep, xs, red):
-    """xs = prep(x[0]) in the padded layout, every thread of the block taking part. PREP_UNROLL loads in
-    flight per thread (clamped to the last element, never skipped, so that they issue together): a
-    strided loop of one load each waited a memory round trip per element. RMSNorm sums squares in
-    float64, as the CPU runtime does, while x * norm_w is stored; the 1 / rms scale follows in shared memory."""
-    tid, nt, n = cuda.threadIdx.x, cuda.blockDim.x, x.shape[1]
-    ss = float64(0.0)
-    for i0 in range(tid, n, nt * PREP_UNROLL):
-        for u in range(PREP_UNROLL):
-            i = i0 + nt * u
-            c = min(i, n - 1)
-            v = x[0, c]
-            if prep == PREP_NORM:
-                ss += float64(v) * float64(v) if i < n else 0.0
-                v = v * norm_w[c]
-            elif prep != PREP_COPY:
-                v = _activation(v, prep == PREP_GELU) * up[0, c]
-            if i < n:
-                xs[_pos(i)] = v
-    if prep == PREP_NORM:
-        inv = float32(1.0 / math.sqrt(_block_sum(ss, red) / n + eps))   # its barriers also order xs
-        for i in range(tid, n, nt):
-            xs[_pos(i)] *= inv
-    cuda.syncthreads()
-
-
-@device
-def _prepare_strided(x, up, norm_w, eps, prep, xs, red):
-    """The same as _prepare with one load per loop iteration (the first version; GGQ_CUDA_PREP=strided)."""
+    """xs = prep(x[0]) in the padded layout, every thread of the block taking part. A plain strided loop:
+    a version with 8 clamped loads in flight per thread (fc0f2aa, GGQ_CUDA_PREP=unrolled) raised the
+    kernel to 72 registers (3 blocks an SM instead of 4, so the 4-an-SM grid ran in two waves) and measured
+    slower on the H200 at every file (bench/RESULTS.md, cuda_vs_llamacpp)."""
     tid, n = cuda.threadIdx.x, x.shape[1]
     if prep == PREP_NORM:
         inv = _inv_rms(x, 0, eps, red)
@@ -226,10 +200,6 @@ def _prepare_strided(x, up, norm_w, eps, prep, xs, red):
     cuda.syncthreads()
 
 
-if os.environ.get("GGQ_CUDA_PREP", "unrolled") == "strided":
-    _prepare = _prepare_strided   # noqa: F811
-
-
 @cuda.jit
 def matvec(segs, u8, i8, u16, u32, f16, f32, x, up, norm_w, eps, prep, out, accumulate, softcap):
     """out[oo + r] (+)= W_s[r] . prep(x) for every row r of every segment s; one warp per row.
@@ -241,7 +211,7 @@ def matvec(segs, u8, i8, u16, u32, f16, f32, x, up, norm_w, eps, prep, out, accu
     tid = cuda.threadIdx.x
     warps, lane = cuda.blockDim.x // WARP, tid % WARP
     last = segs.shape[0] - 1
-    n_rows = segs[last, 5] + segs[last, 1]           # read before the barrier below: its latency overlaps prep
+    n_rows = segs[last, 5] + segs[last, 1]           # read before prep's barriers: its latency overlaps them
     _prepare(x, up, norm_w, eps, prep, xs, red)
     for base in range(cuda.blockIdx.x * warps, n_rows, cuda.gridDim.x * warps):   # block-uniform trip count
         row = base + tid // WARP
