@@ -66,7 +66,7 @@ class QuantOptions:
             raise GGQError(f"--method {method} uses no calibration; drop --imatrix/--calibration")
 
 
-def _statistics(quant: QuantOptions, ckpt, quiet: bool):
+def statistics(quant: QuantOptions, ckpt, quiet: bool):
     """(Imatrix, InputStatistics or None, metadata keys llama-quantize would add)."""
     from ggq.imatrix_file import read_imatrix
     if quant.imatrix:
@@ -116,13 +116,14 @@ def _bar(quiet: bool) -> _Bar | None:
     return None if quiet or not sys.stderr.isatty() else _Bar()
 
 
-def prepare(quant: QuantOptions, ckpt, quiet: bool = False):
-    """(encode(name, values, qtype) -> bytes, extra metadata) for the chosen method."""
+def prepare(quant: QuantOptions, ckpt, quiet: bool = False, collected=None):
+    """(encode(name, values, qtype) -> bytes, extra metadata) for the chosen method; `collected`: what
+    statistics() returned, when the caller already ran the calibration (convert/allocate.py)."""
     from ggq.convert.pipeline import plain_encode
     method = quant.chosen
     if method == "rtn":
         return plain_encode, {}
-    imatrix, stats, metadata = _statistics(quant, ckpt, quiet)
+    imatrix, stats, metadata = collected or statistics(quant, ckpt, quiet)
 
     def encode(name, values, qt):
         from ggq.quants import quantize

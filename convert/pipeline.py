@@ -248,14 +248,19 @@ def open_checkpoint_source(src: str, revision: str | None = None) -> Checkpoint:
 
 def convert(src: str, ftype: str, outfile: str | None = None, revision: str | None = None,
             options: TypeOptions = TypeOptions(), dry_run: bool = False, quiet: bool = False,
-            quant: "QuantOptions | None" = None) -> ConvertResult:
+            quant: "QuantOptions | None" = None, budget: "Budget | None" = None) -> ConvertResult:
     """Hugging Face checkpoint (folder or hub repo id) -> GGUF file of file type `ftype` (e.g. 'q4_k_m').
-    `quant` (convert/calibrated.py) asks for importance-weighted or error-compensating rounding."""
+    `quant` (convert/calibrated.py) asks for importance-weighted or error-compensating rounding;
+    `budget` (convert/allocate.py) for each tensor's type measured and chosen to fit a size, `ftype`
+    then naming only general.file_type."""
     from ggq.convert import checkpoint
     from ggq.convert.mixing import file_type_id
     file_type_id(ftype)  # an unknown type fails before anything is read
     if quant is not None:
         quant.check()
+    if budget is not None:
+        from ggq.convert.allocate import check
+        check(budget, quant)
     model_dir = checkpoint.resolve_source(src, revision)
     name = checkpoint.model_name(model_dir, src)
     out = Path(outfile) if outfile else Path.cwd() / f"{name}-{ftype.upper()}.gguf"
@@ -265,14 +270,19 @@ def convert(src: str, ftype: str, outfile: str | None = None, revision: str | No
     has_imatrix = quant is not None and quant.uses_importance
     specs = plan_tensors(ckpt.sources, ftype, ckpt.params.n_layer, ckpt.params.n_head, ckpt.params.n_head_kv,
                          options, ckpt.spec.gguf_arch, has_imatrix=has_imatrix)
-    plan = describe_plan(specs)
+    metadata = ckpt.metadata(ftype)
+    collected = None
+    if budget is not None:
+        from ggq.convert.allocate import plan_budget
+        specs, plan, collected = plan_budget(ckpt, specs, quant, budget, metadata, quiet)
+    else:
+        plan = describe_plan(specs)
     if dry_run:
         return ConvertResult(None, specs, plan)
-    metadata = ckpt.metadata(ftype)
     encode = None
     if quant is not None:
         from ggq.convert.calibrated import prepare
-        encode, extra = prepare(quant, ckpt, quiet)
+        encode, extra = prepare(quant, ckpt, quiet, collected)
         metadata.update(extra)
     write_model(out, metadata, ckpt.sources, specs, quiet, encode)
     return ConvertResult(out, specs, plan)

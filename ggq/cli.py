@@ -59,12 +59,21 @@ def _convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--revision", help="hub branch, tag or commit")
     _type_options_args(p)
     quality_cli.quant_args(p)
+    g = p.add_argument_group("types chosen under a budget (need --calibration)")
+    g.add_argument("--target-size", metavar="BYTES|MB", help="largest file size: bytes, or 105MB (10^6), 100MiB; "
+                   "each tensor's type is measured and chosen to fit (--dry-run prints the plan)")
+    g.add_argument("--target-bpw", type=float, metavar="X", help="bits per weight of the tensor data, instead")
 
 
 def _convert(args: argparse.Namespace) -> int:
     from ggq.convert.pipeline import convert
+    budget = None
+    if args.target_size is not None or args.target_bpw is not None:
+        from ggq.convert.allocate import Budget, parse_size
+        size = parse_size(args.target_size) if args.target_size is not None else None
+        budget = Budget(size, args.target_bpw)
     result = convert(args.src, args.type, args.outfile, args.revision, _type_options(args),
-                     dry_run=args.dry_run, quiet=args.quiet, quant=quality_cli.quant_options(args))
+                     dry_run=args.dry_run, quiet=args.quiet, quant=quality_cli.quant_options(args), budget=budget)
     _report(result, args.quiet, args.dry_run)
     return 0
 
