@@ -150,6 +150,7 @@ def _interactive(model, path, settings: dict, system: str | None) -> int:
         import readline  # noqa: F401  (line editing and history for input())
     except ImportError:
         pass
+    model.transformer.warm_up()  # before the banner, not in the middle of the first answer
     chat_loop(ChatSession(model, settings, system=system))
     return 0
 

@@ -61,9 +61,9 @@ class DecodeStep:
         self.caches = (tf.k_cache, tf.v_cache)
         self.dims = (p.n_head, p.n_head_kv, hd)
         spec = p.spec
-        self.flags = (True if exact else None,  # None, not False: see kernels/step.matvec_any
+        self.flags = (True if exact else None,  # True or None, not a bool: see kernels/step.matvec_any
                       spec.qkv_bias, spec.qk_norm, spec.post_norms, spec.rope_neox, float(p.rms_eps),
-                      float(p.attn_scale))
+                      float(p.attn_scale), None if exact else True)
         self.gelu = spec.activation == "gelu_tanh"
         self.final_softcap = float(p.final_softcap or 0.0)
         self.bufs = (ws.x[:1], ws.h[:1], ws.q[:1], ws.k[:1], ws.v[:1], ws.att[:1], ws.gate[:1], ws.up[:1],

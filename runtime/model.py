@@ -176,6 +176,16 @@ class Transformer:
         self._embed_one(token)
         return step.run(pos)
 
+    def warm_up(self) -> None:
+        """Compile (and tune) the one-token step now, e.g. before an interactive session takes its first
+        message: with a fresh Numba cache that takes tens of seconds, which would otherwise stall the
+        first answer after its first word. Runs one step at the spare last position, which any later
+        use writes before it reads."""
+        if self.backend is None and not self.match_llamacpp:
+            step = self.compiled_step()
+            self._embed_one(0)
+            step.run(step.spare_position)
+
     def compiled_step(self) -> DecodeStep | GgmlStep:
         """The compiled one-token step, made on first use with its kernel shapes tuned for this machine
         (runtime/tune.py: cached per CPU; the first model on a new machine measures them, running

@@ -32,7 +32,7 @@ def matvec(blob, mats, m, x, out, xq, form):
     one-row kernels of decode)."""
     kind, repacked = mats[m, 3], mats[m, 5] != 0
     if kind != Q4_K and kind != Q6_K and kind != F16 and not (kind == Q4_0 and repacked):
-        matvec_any(blob, mats, m, x, out, xq, False)
+        matvec_any(blob, mats, m, x, out, xq, None, True)  # 8-bit activations (see step.matvec_any)
         return
     off, rows, row_bytes = mats[m, 0], mats[m, 1], mats[m, 2]
     w = blob[off:off + rows * row_bytes].reshape((rows, row_bytes))

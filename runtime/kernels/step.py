@@ -104,18 +104,18 @@ def _matvec_float_weights(kind, w, x, out):
 
 
 @njit(cache=True)
-def matvec_any(blob, mats, m, x, out, xq, exact):
+def matvec_any(blob, mats, m, x, out, xq, exact, int_dots):
     """out = W_m @ x for matrix m of the table mats [n, 5] = (byte offset, rows, row bytes, kind, shape).
-    exact is True (float32 activations for every type) or None (8-bit activations for block types):
-    None is a type of its own, so Numba prunes the branch and the step of a model that is not exact
-    never compiles the float-activation kernels of the block types (a fifth of a cold start)."""
+    Of exact and int_dots one is True, the other None: float32 activations for every type, or 8-bit
+    ones for block types. None is a type of its own, so Numba prunes the branch it guards, and a step
+    compiles the kernels of one arithmetic only (both made a cold start a fifth longer)."""
     off, rows, row_bytes, kind, shape = mats[m, 0], mats[m, 1], mats[m, 2], mats[m, 3], mats[m, 4]
     w = blob[off:off + rows * row_bytes].reshape((rows, row_bytes))
     if kind <= BF16:
         _matvec_float_weights(kind, w, x, out)
     elif exact is not None:
         _matvec_float_act(kind, w, x, out)
-    else:
+    elif int_dots is not None:
         _matvec_int_dot(kind, shape, w, x, out, xq)
 
 
@@ -125,13 +125,13 @@ def _attention_block(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bu
     inv_freq, pos_scale, window, positions = rope_tab
     k_cache, v_cache = caches
     n_head, n_kv, hd = dims
-    exact, qkv_bias, qk_norm, post_norms, neox, eps, attn_scale = flags
+    exact, qkv_bias, qk_norm, post_norms, neox, eps, attn_scale, int_dots = flags
     x, h, q, k, v, att, gate, up, scores, xq = bufs
     base = i * N_ROLES
     rmsnorm(x, attn_norm[i], eps, h)
-    matvec_any(blob, mats, base + WQ, h[0], q[0], xq, exact)
-    matvec_any(blob, mats, base + WK, h[0], k[0], xq, exact)
-    matvec_any(blob, mats, base + WV, h[0], v[0], xq, exact)
+    matvec_any(blob, mats, base + WQ, h[0], q[0], xq, exact, int_dots)
+    matvec_any(blob, mats, base + WK, h[0], k[0], xq, exact, int_dots)
+    matvec_any(blob, mats, base + WV, h[0], v[0], xq, exact, int_dots)
     if qkv_bias:
         q[0] += bq[i]
         k[0] += bk[i]
@@ -147,7 +147,7 @@ def _attention_block(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bu
     v_cache[i, :, pos, :] = v.reshape((n_kv, hd))
     attention(q.reshape((1, n_head, hd)), k_cache[i], v_cache[i], pos, window[i], scores,
               att.reshape((1, n_head, hd)))
-    matvec_any(blob, mats, base + WO, att[0], h[0], xq, exact)
+    matvec_any(blob, mats, base + WO, att[0], h[0], xq, exact, int_dots)
     if post_norms:
         rmsnorm(h, attn_post[i], eps, h)
     x[0] += h[0]
@@ -156,17 +156,17 @@ def _attention_block(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bu
 @njit(cache=True)
 def _feed_forward_block(i, blob, mats, vecs, flags, gelu, bufs):
     attn_norm, ffn_norm, attn_post, ffn_post, q_norm, k_norm, bq, bk, bv, out_norm = vecs
-    exact, qkv_bias, qk_norm, post_norms, neox, eps, attn_scale = flags
+    exact, qkv_bias, qk_norm, post_norms, neox, eps, attn_scale, int_dots = flags
     x, h, q, k, v, att, gate, up, scores, xq = bufs
     base = i * N_ROLES
     rmsnorm(x, ffn_norm[i], eps, h)
-    matvec_any(blob, mats, base + GATE, h[0], gate[0], xq, exact)
-    matvec_any(blob, mats, base + UP, h[0], up[0], xq, exact)
+    matvec_any(blob, mats, base + GATE, h[0], gate[0], xq, exact, int_dots)
+    matvec_any(blob, mats, base + UP, h[0], up[0], xq, exact, int_dots)
     if gelu:
         gelu_tanh_mul(gate, up)
     else:
         silu_mul(gate, up)
-    matvec_any(blob, mats, base + DOWN, gate[0], h[0], xq, exact)
+    matvec_any(blob, mats, base + DOWN, gate[0], h[0], xq, exact, int_dots)
     if post_norms:
         rmsnorm(h, ffn_post[i], eps, h)
     x[0] += h[0]
@@ -182,8 +182,8 @@ def decode_step(pos, blob, mats, vecs, rope_tab, caches, dims, flags, gelu, fina
         _attention_block(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs)
         _feed_forward_block(i, blob, mats, vecs, flags, gelu, bufs)
     x, h, xq = bufs[0], bufs[1], bufs[9]
-    output_norm, exact, eps = vecs[9], flags[0], flags[5]
+    output_norm, exact, eps, int_dots = vecs[9], flags[0], flags[5], flags[7]
     rmsnorm(x, output_norm, eps, h)
-    matvec_any(blob, mats, n_layer * N_ROLES, h[0], logits[0], xq, exact)
+    matvec_any(blob, mats, n_layer * N_ROLES, h[0], logits[0], xq, exact, int_dots)
     if final_softcap > 0.0:
         softcap(logits, final_softcap)
