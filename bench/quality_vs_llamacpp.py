@@ -9,6 +9,8 @@ calibration.txt, -c 512, all chunks. Variants per type (files in ~/.cache/ggq-be
     llama-imat   llama-quantize --imatrix <llama-imatrix, all chunks> F16 -> TYPE
     ggq-imat     ggq convert --calibration calibration.txt --method imatrix (ggq's own statistics)
     ggq-gptq     ggq convert --calibration calibration.txt --method gptq
+    ggq-budget   ggq convert --calibration calibration.txt --target-size <llama's TYPE file size>: each
+                 tensor's type chosen under that budget (convert/allocate.py), gptq-imatrix rounding
 One calibration run of the checkpoint serves every ggq file (QuantOptions.statistics). Also (section
 quality_interop): llama-imatrix's file vs `ggq imatrix` of the checkpoint, llama-quantize q4_k_m with
 ggq's imatrix, and ggq convert --imatrix <llama's> --method imatrix vs llama-quantize --imatrix tensors.
@@ -116,6 +118,11 @@ def make_file(variant: str, ftype: str, calibration: GgqCalibration) -> Path:
         return path
     from ggq.convert.calibrated import QuantOptions
     from ggq.convert.pipeline import convert
+    if variant == "ggq-budget":
+        from ggq.convert.allocate import Budget
+        convert(str(MODEL_DIR), ftype, str(path), quiet=True, budget=Budget(ref_path(ftype.upper()).stat().st_size),
+                quant=QuantOptions(calibration=str(CALIBRATION), statistics=calibration.get()))
+        return path
     method = {"ggq-imat": "imatrix", "ggq-gptq": "gptq", "ggq-gptq-imat": "gptq-imatrix"}[variant]
     convert(str(MODEL_DIR), ftype, str(path), quiet=True,
             quant=QuantOptions(method, calibration=str(CALIBRATION), statistics=calibration.get()))
@@ -137,11 +144,32 @@ def table_body(results: dict, variants) -> str:
     return markdown_table(["type", "variant", "file bytes", "PPL", "mean KLD", "same top-1"], rows)
 
 
+def budget_mixes(results: dict) -> str:
+    """The types each ggq-budget file got (read back by gguf-py), as a second table."""
+    from collections import Counter
+    from gguf import GGMLQuantizationType, GGUFReader
+    rows = []
+    for ftype, by_variant in results.items():
+        if "ggq-budget" in by_variant:
+            path = WORK / f"ggq-budget-{ftype.upper()}.gguf"
+            tensors = GGUFReader(path).tensors
+            embd = next(GGMLQuantizationType(t.tensor_type).name for t in tensors if t.name == "token_embd.weight")
+            count = Counter(GGMLQuantizationType(t.tensor_type).name for t in tensors)
+            rows.append([ftype, embd, ", ".join(f"{t} x{n}" for t, n in count.most_common())])
+    if not rows:
+        return ""
+    return "\n\nTypes in the ggq-budget files:\n\n" + markdown_table(["target", "token_embd", "tensors"], rows)
+
+
 def write_table(results: dict, variants) -> None:
     body = (f"## Quality vs llama.cpp (issue 13)\n\n`{command_line()}` at {git_revision()} on {machine()}.\n"
             f"Judged by llama-perplexity --kl-divergence against the F16 file's logits (eval.txt, "
-            f"{' '.join(PPL_ARGS)}); llama's imatrix: llama-imatrix on calibration.txt, -c 512, all chunks.\n\n"
-            + table_body(results, variants))
+            f"{' '.join(PPL_ARGS)}); llama's imatrix: llama-imatrix on calibration.txt, -c 512, all chunks. "
+            f"ggq-budget: `ggq convert --calibration calibration.txt --target-size <bytes of llama's TYPE file>`, "
+            f"types chosen per tensor (its row is the target it was given, not a fixed mix). The checkpoint's block "
+            f"weights lie on Q4_1 grids (bench/README.md), which the budget's measurement finds: Q4_1 (5 bits per "
+            f"weight) is nearly lossless on them, so its rows say more about this checkpoint than about typical "
+            f"models.\n\n" + table_body(results, variants) + budget_mixes(results))
     write_section("quality_vs_llamacpp", body)
 
 
