@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import heapq
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,24 +43,27 @@ class Budget:
     size: int | None = None
     bpw: float | None = None
 
-    def data_bytes(self, n_weights: int, fixed_bytes: int) -> int:
-        """Bytes the chosen tensors may take: the target less what does not depend on the choice."""
+    def data_bytes(self, n_weights: int, head: int, fixed_padded: int, fixed_data: int) -> int:
+        """Bytes the chosen tensors may take: the target less what does not depend on the choice
+        (the file's head and the tensors kept as they are, padded in the file, unpadded in bpw)."""
         if self.size is not None:
-            return self.size - fixed_bytes
-        return int(self.bpw * n_weights / 8)
+            return self.size - head - fixed_padded
+        return int(self.bpw * n_weights / 8) - fixed_data
+
+    def __str__(self) -> str:
+        return f"{self.size:,} bytes" if self.size is not None else f"{self.bpw} bits per weight"
+
+
+_UNITS = {"": 0, "k": 1, "m": 2, "g": 3}
 
 
 def parse_size(text: str) -> int:
-    """'105454112', '105.4MB' (10^6), '100MiB' (2^20), 'G'/'GB'/'GiB' -> bytes."""
-    m = re.fullmatch(r"\s*([\d.]+)\s*([kmg]?)(i?)b?\s*", text.lower())
-    if not m:
+    """'105454112', '105.4MB' (10^6), '100MiB' (2^20), k/G likewise -> bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([kmg]?)(i?)b?\s*", text.lower())
+    if not m or (m.group(3) and not m.group(2)):
         raise GGQError(f"--target-size {text!r}: expected BYTES or a size such as 105MB or 100MiB")
-    try:
-        value = float(m.group(1))
-    except ValueError:
-        raise GGQError(f"--target-size {text!r}: not a number") from None
-    unit = {"": 1, "k": 1, "m": 2, "g": 3}[m.group(2)] if m.group(2) else 0
-    return int(value * (1024 if m.group(3) else 1000) ** unit)
+    base = 1024 if m.group(3) else 1000
+    return int(float(m.group(1)) * base ** _UNITS[m.group(2)])
 
 
 def candidates(name: str, shape: tuple[int, ...]) -> list[str]:
@@ -69,13 +71,12 @@ def candidates(name: str, shape: tuple[int, ...]) -> list[str]:
     return [t for t in types if shape[-1] % qtype(t).block_size == 0]
 
 
-def _sample_rows(name: str, w: np.ndarray) -> tuple[np.ndarray, float]:
-    """Evenly spaced rows of w and the factor that scales their error to the whole tensor."""
+def _sample_rows(name: str, w: np.ndarray) -> np.ndarray:
+    """Evenly spaced rows of w (the error is relative, so a sample needs no scaling)."""
     limit = next(n for pattern, n in SAMPLE_ROWS.items() if re.search(pattern, name))
     if w.shape[0] <= limit:
-        return w, 1.0
-    rows = np.linspace(0, w.shape[0] - 1, limit).astype(np.int64)
-    return np.ascontiguousarray(w[rows]), w.shape[0] / limit
+        return w
+    return np.ascontiguousarray(w[np.linspace(0, w.shape[0] - 1, limit).astype(np.int64)])
 
 
 def _energy(d: np.ndarray, h: np.ndarray | None) -> float:
@@ -84,10 +85,10 @@ def _energy(d: np.ndarray, h: np.ndarray | None) -> float:
 
 
 def measure(name: str, w: np.ndarray, h: np.ndarray | None, importance: np.ndarray | None,
-            types: Sequence[str]) -> dict[str, float]:
+            types: list[str]) -> dict[str, float]:
     """Relative output error of each candidate type on (a row sample of) w."""
     from ggq.quants import dequantize, quantize
-    sample, _ = _sample_rows(name, w)
+    sample = _sample_rows(name, w)
     total = _energy(sample, h) or 1.0
     errors = {}
     for t in types:
@@ -166,12 +167,11 @@ class Measured:
     points: dict[str, tuple[int, float]]
 
 
-def measure_all(sources, specs, stats, imatrix, progress=None) -> list[Measured]:
-    """Measured candidates of every quantizable tensor (those the mix plan does not keep as F32/F16/BF16
-    because llama.cpp never quantizes them)."""
+def measure_all(sources, stats, imatrix) -> list[Measured]:
+    """Measured candidates of every tensor llama.cpp would quantize (norms and such stay as planned)."""
     from ggq.convert.mixing import is_quantizable
     out = []
-    for source, spec in zip(sources, specs):
+    for source in sources:
         if not is_quantizable(source.name, source.shape):
             continue
         types = candidates(source.name, source.shape)
@@ -181,13 +181,7 @@ def measure_all(sources, specs, stats, imatrix, progress=None) -> list[Measured]
         rows = int(np.prod(source.shape[:-1]))
         out.append(Measured(source.name, {t: (rows * qtype(t).row_bytes(source.shape[-1]), errors[t])
                                           for t in types}))
-        if progress:
-            progress(len(out))
     return out
-
-
-def choose(measured: Sequence[Measured], budget: int) -> dict[str, str]:
-    return allocate({m.name: frontier(m.points) for m in measured}, budget)
 
 
 # ---- the convert flow with a budget -----------------------------------------------------------------
@@ -207,7 +201,7 @@ def head_bytes(metadata: dict, specs) -> int:
     return padded(4 + 4 + 8 + 8 + len(kv) + len(_tensor_infos(specs, ALIGN)))
 
 
-def check(budget: "Budget", quant) -> None:
+def check(budget: Budget, quant, options) -> None:
     """Bad combinations fail before anything is read."""
     if budget.size is not None and budget.bpw is not None:
         raise GGQError("give --target-size or --target-bpw, not both")
@@ -217,47 +211,46 @@ def check(budget: "Budget", quant) -> None:
         raise GGQError("--target-size/--target-bpw need --calibration TEXT (the errors are measured on it)")
     if quant.chosen == "rtn":
         raise GGQError("--target-size/--target-bpw need a calibrated --method (imatrix, gptq, gptq-imatrix)")
+    if options.output_type or options.embedding_type or options.tensor_types:
+        raise GGQError("--target-size/--target-bpw choose every type: drop --tensor-type/--output-type/"
+                       "--embedding-type")
 
 
-def plan_budget(ckpt, specs, quant, budget: "Budget", metadata: dict, quiet: bool = False):
+def plan_budget(ckpt, specs, quant, budget: Budget, metadata: dict, quiet: bool = False):
     """(specs with the chosen types, the plan's text, collected statistics) for the budget."""
     from ggq.convert.calibrated import statistics
     from ggq.gguf_write import TensorSpec
     collected = statistics(quant, ckpt, quiet)
     imatrix, stats, extra = collected
-    measured = measure_all(ckpt.sources, specs, stats, imatrix)
-    points = {m.name: {t: (padded(b), e) for t, (b, e) in m.points.items()} for m in measured}
+    points = {m.name: {t: (padded(b), e) for t, (b, e) in m.points.items()}
+              for m in measure_all(ckpt.sources, stats, imatrix)}
     fixed = [s for s in specs if s.name not in points]
-    n_weights = sum(int(np.prod(s.shape)) for s in specs)
     head = head_bytes({**metadata, **extra}, specs)
-    fixed_bytes = head + sum(padded(s.nbytes) for s in fixed)
-    data = budget.data_bytes(n_weights, fixed_bytes)
-    if budget.bpw is not None:
-        data -= sum(s.nbytes for s in fixed)  # bpw counts every tensor's data, the fixed ones too
-    smallest = fixed_bytes + sum(min(b for b, _ in p.values()) for p in points.values())
+    fixed_padded = sum(padded(s.nbytes) for s in fixed)
+    data = budget.data_bytes(sum(int(np.prod(s.shape)) for s in specs), head, fixed_padded,
+                             sum(s.nbytes for s in fixed))
     try:
         types = allocate({n: frontier(p) for n, p in points.items()}, data)
     except GGQError:
-        raise GGQError(f"the target is below the smallest file these candidate types make, "
+        smallest = head + fixed_padded + sum(min(b for b, _ in p.values()) for p in points.values())
+        raise GGQError(f"target {budget} is below the smallest file the candidate types make, "
                        f"{smallest:,} bytes") from None
     chosen = [TensorSpec(s.name, s.shape, types.get(s.name, s.qtype)) for s in specs]
     return chosen, describe(chosen, points, head, budget), collected
 
 
-def describe(specs, points: dict, head: int, budget: "Budget") -> str:
+def describe(specs, points: dict, head: int, budget: Budget) -> str:
     """The --dry-run table: tensor, type, bytes, predicted relative error; then the totals."""
     width = max(len(s.name) for s in specs)
     lines = [f"{'tensor':<{width}}  {'type':<5}  {'bytes':>11}  predicted error"]
     total_error = 0.0
     for s in specs:
-        error = points[s.name][s.qtype][1] if s.name in points else 0.0
-        total_error += error
-        lines.append(f"{s.name:<{width}}  {s.qtype:<5}  {s.nbytes:>11,}  {error:.3e}"
-                     if s.name in points else f"{s.name:<{width}}  {s.qtype:<5}  {s.nbytes:>11,}  (kept)")
+        error = points[s.name][s.qtype][1] if s.name in points else None
+        total_error += error or 0.0
+        shown = "(kept)" if error is None else f"{error:.3e}"
+        lines.append(f"{s.name:<{width}}  {s.qtype:<5}  {s.nbytes:>11,}  {shown}")
     size = head + sum(padded(s.nbytes) for s in specs)
-    weights = sum(int(np.prod(s.shape)) for s in specs)
-    bpw = 8 * sum(s.nbytes for s in specs) / weights
-    target = f"{budget.size:,} bytes" if budget.size is not None else f"{budget.bpw} bits per weight"
-    lines.append(f"{len(specs)} tensors, file {size:,} bytes ({bpw:.3f} bits per weight), target {target}, "
+    bpw = 8 * sum(s.nbytes for s in specs) / sum(int(np.prod(s.shape)) for s in specs)
+    lines.append(f"{len(specs)} tensors, file {size:,} bytes ({bpw:.3f} bits per weight), target {budget}, "
                  f"summed predicted error {total_error:.4f}")
     return "\n".join(lines)

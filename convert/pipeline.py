@@ -260,7 +260,7 @@ def convert(src: str, ftype: str, outfile: str | None = None, revision: str | No
         quant.check()
     if budget is not None:
         from ggq.convert.allocate import check
-        check(budget, quant)
+        check(budget, quant, options)
     model_dir = checkpoint.resolve_source(src, revision)
     name = checkpoint.model_name(model_dir, src)
     out = Path(outfile) if outfile else Path.cwd() / f"{name}-{ftype.upper()}.gguf"

@@ -61,7 +61,8 @@ def _convert_args(p: argparse.ArgumentParser) -> None:
     quality_cli.quant_args(p)
     g = p.add_argument_group("types chosen under a budget (need --calibration)")
     g.add_argument("--target-size", metavar="BYTES|MB", help="largest file size: bytes, or 105MB (10^6), 100MiB; "
-                   "each tensor's type is measured and chosen to fit (--dry-run prints the plan)")
+                   "each tensor's type is measured and chosen to fit (--dry-run prints the plan; --type then "
+                   "names only general.file_type)")
     g.add_argument("--target-bpw", type=float, metavar="X", help="bits per weight of the tensor data, instead")
 
 

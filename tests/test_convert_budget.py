@@ -89,6 +89,8 @@ def test_target_bpw(ckpt, tmp_path):
     (["--target-size", "1000"], "smallest"),
     (["--target-size", "10 parsecs"], "expected BYTES"),
     (["--target-size", "1MB", "--target-bpw", "4"], "not both"),
+    (["--target-size", "1MB", "--output-type", "q8_0"], "choose every type"),
+    (["--target-bpw", "0"], "positive"),
 ])
 def test_bad_targets_fail_cleanly(ckpt, tmp_path, capsys, extra, needle):
     out = tmp_path / "o.gguf"
@@ -117,6 +119,7 @@ def test_parse_size():
     assert parse_size("105454112") == 105454112
     assert parse_size("105MB") == 105_000_000
     assert parse_size("100MiB") == 100 * 2**20
+    assert parse_size("1.5k") == 1500
 
 
 def _brute_force(points: dict, budget: int) -> float:
