@@ -45,7 +45,9 @@ def tune(args: argparse.Namespace) -> int:
 
 
 def _print_header(tuning) -> None:
+    from ggq.runtime.kernels.vecir_tile import describe
     print(f"CPU: {tuning.cpu_id()}")
+    print(f"prompt kernels (chosen by the CPU's vector width, not timed): {describe()}")
     print(f"cache: {tuning.cache_path()}{'' if tuning.enabled() else '  (GGQ_TUNE=0: tuning is off)'}")
 
 
@@ -57,7 +59,8 @@ def _print_blas(record: dict | None) -> None:
         return
     times = "  ".join(f"{core}: {g} GFLOP/s" for core, g in record["gflops"].items())
     running = os.environ.get("OPENBLAS_CORETYPE", "auto")
-    print(f"OpenBLAS kernels: {record['core'] or 'auto'} (1 thread: {times}; this process: {running})")
+    print(f"OpenBLAS kernels (prompt attention; --exact matmuls): {record['core'] or 'auto'} (1 thread: {times}; this process: "
+          f"{running})")
     if running != (record["core"] or "auto") and os.environ.get("OPENBLAS_CORETYPE") is not None:
         print("  OPENBLAS_CORETYPE is set in the environment, and a value the user set wins: unset it for the "
               "measured choice")

@@ -145,4 +145,7 @@ def format_result(r: BenchResult) -> str:
                      f"{streamed / 1e9:.1f} GB/s, {100 * streamed / copy:.0f} % of the memory-copy bandwidth "
                      f"measured now ({copy / 1e9:.1f} GB/s read + write, {r.threads} threads)")
         lines.append(f"kernel shapes (ggq tune --show): {r.kernel_shapes}")
+    if r.device == "cpu" and not r.exact:
+        from ggq.runtime.kernels.vecir_tile import describe
+        lines.append(f"prompt kernels: {describe()}")
     return "\n".join(lines)

@@ -51,6 +51,12 @@ BLOCK = 8 * GROUP_BYTES   # unpacked bytes per 32-value block
 UNSIGNED = isa.HAVE_VNNI and not isa.HAVE_SDOT   # vpdpbusd takes the weights as u8, plus an offset term
 
 
+def describe() -> str:
+    """The prompt kernels' shape and form on this CPU, for `ggq bench` and `ggq tune --show`."""
+    form = f"vpdpbusd {32 * GROUP}-bit" if UNSIGNED else "sdot" if isa.HAVE_SDOT else "generic IR"
+    return f"block weights {GROUP} rows x 4 tokens a call ({form}); float weights 16 rows x 8 tokens"
+
+
 def _splat_vec(builder, s, ty, n=GROUP):
     one = builder.insert_element(_vec_undef(ty, n), s, ir.Constant(I32, 0))
     return builder.shuffle_vector(one, _vec_undef(ty, n), ir.Constant(_vec(I32, n), [0] * n))
