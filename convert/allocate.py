@@ -4,7 +4,8 @@
    of 256 columns, a legacy type of 32), so the fixed fallbacks of llama.cpp's mixes become choices.
 2. Measure: each candidate's error on the calibration run, tr(ΔW H ΔWᵀ) / tr(W H Wᵀ) with H = XᵀX of
    the tensor's inputs (the share of the output's energy the rounding destroys), the rounding being
-   the format's importance-weighted one. Rows are independent under every format, so a large tensor
+   the format's importance-weighted one (a method that collects no XᵀX, --method imatrix, uses the
+   diagonal: the importance). Rows are independent under every format, so a large tensor
    is measured on evenly spaced rows. A tensor without calibration inputs (the token embedding, a tied
    output) gets H = I: its plain relative squared error.
 3. Frontier: per tensor the lower convex hull of (bytes, error): a type that costs more and is not
@@ -80,8 +81,13 @@ def _sample_rows(name: str, w: np.ndarray) -> np.ndarray:
 
 
 def _energy(d: np.ndarray, h: np.ndarray | None) -> float:
+    """tr(D H Dᵀ); H given as a matrix, as its diagonal (an imatrix: no XᵀX collected), or None (I)."""
     d = d.astype(np.float64)
-    return float(np.einsum("ij,ij->", d @ h, d)) if h is not None else float(np.einsum("ij,ij->", d, d))
+    if h is None:
+        return float(np.einsum("ij,ij->", d, d))
+    if h.ndim == 1:
+        return float(np.einsum("ij,ij,j->", d, d, h))
+    return float(np.einsum("ij,ij->", d @ h, d))
 
 
 def measure(name: str, w: np.ndarray, h: np.ndarray | None, importance: np.ndarray | None,
@@ -176,8 +182,9 @@ def measure_all(sources, stats, imatrix) -> list[Measured]:
             continue
         types = candidates(source.name, source.shape)
         w = source.load().reshape(-1, source.shape[-1])
+        importance = imatrix.importance(source.name) if imatrix else None
         h = stats.gram(source.name) if stats is not None else None
-        errors = measure(source.name, w, h, imatrix.importance(source.name) if imatrix else None, types)
+        errors = measure(source.name, w, importance if h is None else h, importance, types)
         rows = int(np.prod(source.shape[:-1]))
         out.append(Measured(source.name, {t: (rows * qtype(t).row_bytes(source.shape[-1]), errors[t])
                                           for t in types}))

@@ -147,3 +147,11 @@ def test_allocation_against_exhaustive_search():
         assert spent <= budget
         largest_step = max(b for p in points.values() for b, _ in p.values())
         assert error <= _brute_force(points, budget - largest_step) + 1e-12
+
+
+def test_imatrix_method_fits_target(ckpt, tmp_path):
+    lo, hi = _sizes(ckpt, tmp_path)
+    out = tmp_path / "imat.gguf"
+    target = lo + (hi - lo) // 2
+    assert _convert(ckpt, out, "--method", "imatrix", "--target-size", str(target)) == 0
+    assert os.path.getsize(out) <= target
