@@ -27,7 +27,7 @@ from ggq.runtime.blas import attention_split
 from ggq.runtime.cuda import check_device, cuda_backend
 from ggq.runtime.decode import DecodeStep, GgmlStep
 from ggq.runtime.kernels.ggml_step import FORM_BATCH, FORM_FA_TILED, FORM_Q4K_GEMM, FORM_TILED
-from ggq.runtime.kernels.nn import attention, gelu_tanh_mul, rmsnorm, rope_q_k, silu_mul, softcap
+from ggq.runtime.kernels.nn import attention, gelu_tanh_mul, rmsnorm, rope, silu_mul, softcap
 from ggq.runtime.params import ModelParams, read_params
 from ggq.runtime.weights import Layer, embed, linear, linears, load_weights
 
@@ -243,8 +243,8 @@ class Transformer:
             rmsnorm(q.reshape(-1, hd), layer.q_norm, p.rms_eps, q.reshape(-1, hd))
             rmsnorm(k.reshape(-1, hd), layer.k_norm, p.rms_eps, k.reshape(-1, hd))
         positions = ws.positions[:n]
-        rope_q_k(q.reshape(n, p.n_head, hd), k.reshape(n, p.n_head_kv, hd), positions, self.inv_freq[i],
-                 self.pos_scale[i], p.spec.rope_neox)
+        rope(q.reshape(n, p.n_head, hd), k.reshape(n, p.n_head_kv, hd), positions, self.inv_freq[i],
+             self.pos_scale[i], p.spec.rope_neox)
         q *= np.float32(p.attn_scale)
         self.k_cache[i, :, pos:pos + n] = k.reshape(n, p.n_head_kv, hd).transpose(1, 0, 2)
         self.v_cache[i, :, pos:pos + n] = v.reshape(n, p.n_head_kv, hd).transpose(1, 0, 2)

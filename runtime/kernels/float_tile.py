@@ -6,7 +6,7 @@ panel vector times the token's x[k] broadcast is one fused multiply-add into the
 tokens share each loaded panel vector. Each output is the float32 sum over k in order of
 fma(w[r, k], x[t, k], .): its bits depend on the row and the token only.
 
-    matmat_<t>(w, x: f32[tokens, n], out: f32[tokens, rows])    (w as weight_kernels views it)
+    FLOAT_MATMAT[type](w, x: f32[tokens, n], out: f32[tokens, rows])    (w as weight_kernels views it)
 """
 from __future__ import annotations
 
@@ -64,78 +64,50 @@ def _float_gemm(n_toks):
 gemm16x8 = _float_gemm(TOKENS)
 
 
-# Per type: the panel widening, and the matmat loop written out (cached Numba closures over a widening
-# function would share one cache entry).
-@njit(inline="always", cache=True)
-def _panel_f16(w, r0, panel):
-    for i in range(LANES):
-        for k in range(w.shape[1]):
-            panel[k * LANES + i] = half_to_float(w[r0 + i, k])
+# widen codes: how a weight element becomes float32 (a compile-time-invariant branch inside the loops)
+WIDEN = {"F16": 0, "BF16": 1, "F32": 2}
 
 
 @njit(inline="always", cache=True)
-def _panel_bf16(w, r0, panel):
-    for i in range(LANES):
-        for k in range(w.shape[1]):
-            panel[k * LANES + i] = bf16_bits_to_fp32(w[r0 + i, k])
+def _widen(v, widen):
+    return half_to_float(v) if widen == 0 else bf16_bits_to_fp32(v) if widen == 1 else np.float32(v)
 
 
 @njit(inline="always", cache=True)
-def _panel_f32(w, r0, panel):
+def _panel(w, r0, panel, widen):
     for i in range(LANES):
         for k in range(w.shape[1]):
-            panel[k * LANES + i] = w[r0 + i, k]
+            panel[k * LANES + i] = _widen(w[r0 + i, k], widen)
 
 
 @njit(inline="always", cache=True, fastmath=FASTMATH)
 def _rest_rows(w, x, out, first, widen):
-    """Rows from `first` (fewer than a panel) one dot at a time; widen: 0 F16, 1 BF16, 2 F32."""
+    """Rows from `first` (fewer than a panel) one dot at a time."""
     for r in range(first, w.shape[0]):
         for t in range(x.shape[0]):
             acc = np.float32(0.0)
             for k in range(w.shape[1]):
-                v = half_to_float(w[r, k]) if widen == 0 else bf16_bits_to_fp32(w[r, k]) if widen == 1 else w[r, k]
-                acc += np.float32(v) * x[t, k]
+                acc += _widen(w[r, k], widen) * x[t, k]
             out[t, r] = acc
 
 
 @njit(parallel=True, cache=True)
-def matmat_f16(w, x, out):
+def matmat_float(w, x, out, widen):
+    """out[t, r] = w[r] . x[t] for a float weight type (widen: WIDEN[type])."""
     n, n_tok, n_rows, groups = w.shape[1], x.shape[0], w.shape[0], w.shape[0] // LANES
     xflat, oflat = x.reshape(-1), out.reshape(-1)
     for c in prange((groups + GROUPS_PER_ITEM - 1) // GROUPS_PER_ITEM):
         panel = np.empty(n * LANES, np.float32)
         for g in range(c * GROUPS_PER_ITEM, min(groups, (c + 1) * GROUPS_PER_ITEM)):
-            _panel_f16(w, g * LANES, panel)
+            _panel(w, g * LANES, panel, widen)
             for t in range(0, n_tok, TOKENS):
                 gemm16x8(panel, n, xflat, t, n_tok, oflat, n_rows, g * LANES)
-    _rest_rows(w, x, out, groups * LANES, 0)
+    _rest_rows(w, x, out, groups * LANES, widen)
 
 
-@njit(parallel=True, cache=True)
-def matmat_bf16(w, x, out):
-    n, n_tok, n_rows, groups = w.shape[1], x.shape[0], w.shape[0], w.shape[0] // LANES
-    xflat, oflat = x.reshape(-1), out.reshape(-1)
-    for c in prange((groups + GROUPS_PER_ITEM - 1) // GROUPS_PER_ITEM):
-        panel = np.empty(n * LANES, np.float32)
-        for g in range(c * GROUPS_PER_ITEM, min(groups, (c + 1) * GROUPS_PER_ITEM)):
-            _panel_bf16(w, g * LANES, panel)
-            for t in range(0, n_tok, TOKENS):
-                gemm16x8(panel, n, xflat, t, n_tok, oflat, n_rows, g * LANES)
-    _rest_rows(w, x, out, groups * LANES, 1)
+def _matmat_of(type_name: str):
+    widen = WIDEN[type_name]
+    return lambda w, x, out: matmat_float(w, x, out, widen)
 
 
-@njit(parallel=True, cache=True)
-def matmat_f32(w, x, out):
-    n, n_tok, n_rows, groups = w.shape[1], x.shape[0], w.shape[0], w.shape[0] // LANES
-    xflat, oflat = x.reshape(-1), out.reshape(-1)
-    for c in prange((groups + GROUPS_PER_ITEM - 1) // GROUPS_PER_ITEM):
-        panel = np.empty(n * LANES, np.float32)
-        for g in range(c * GROUPS_PER_ITEM, min(groups, (c + 1) * GROUPS_PER_ITEM)):
-            _panel_f32(w, g * LANES, panel)
-            for t in range(0, n_tok, TOKENS):
-                gemm16x8(panel, n, xflat, t, n_tok, oflat, n_rows, g * LANES)
-    _rest_rows(w, x, out, groups * LANES, 2)
-
-
-FLOAT_MATMAT = {"F16": matmat_f16, "BF16": matmat_bf16, "F32": matmat_f32}
+FLOAT_MATMAT = {name: _matmat_of(name) for name in WIDEN}

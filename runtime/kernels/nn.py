@@ -48,31 +48,13 @@ def rmsnorm(x, weight, eps, out):
 
 
 @njit(cache=True)
-def rope(x, positions, inv_freq, pos_scale, neox):
-    """Rotate the first 2*len(inv_freq) values of every head of x [T, heads, head_dim] in place.
+def rope(q, k, positions, inv_freq, pos_scale, neox):
+    """Rotate the first 2*len(inv_freq) values of every head of q and k [T, heads, head_dim] in place
+    (any head counts; each angle's cos and sin computed once for both).
 
     Pair i turns by angle position * pos_scale * inv_freq[i]; the pair is (2i, 2i+1) in the GPT-J layout
     that llama GGUFs use (their q/k rows are permuted by the converter), (i, i + n_rot/2) in NeoX.
     """
-    half = inv_freq.shape[0]
-    for t in range(x.shape[0]):
-        p = positions[t] * pos_scale
-        for i in range(half):
-            angle = p * inv_freq[i]
-            c = np.float32(math.cos(angle))
-            s = np.float32(math.sin(angle))
-            a_idx, b_idx = (i, i + half) if neox else (2 * i, 2 * i + 1)
-            for h in range(x.shape[1]):
-                a = x[t, h, a_idx]
-                b = x[t, h, b_idx]
-                x[t, h, a_idx] = a * c - b * s
-                x[t, h, b_idx] = a * s + b * c
-
-
-@njit(cache=True)
-def rope_q_k(q, k, positions, inv_freq, pos_scale, neox):
-    """rope(q, ...) and rope(k, ...) with each angle's cos and sin computed once for both (a prompt's
-    trigonometry was a twentieth of its time)."""
     half = inv_freq.shape[0]
     for t in range(q.shape[0]):
         p = positions[t] * pos_scale

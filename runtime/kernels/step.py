@@ -140,8 +140,7 @@ def _attention_block(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bu
     if qk_norm:
         rmsnorm(qh, q_norm[i], eps, qh)
         rmsnorm(kh, k_norm[i], eps, kh)
-    rope(q.reshape((1, n_head, hd)), positions, inv_freq[i], pos_scale[i], neox)
-    rope(k.reshape((1, n_kv, hd)), positions, inv_freq[i], pos_scale[i], neox)
+    rope(q.reshape((1, n_head, hd)), k.reshape((1, n_kv, hd)), positions, inv_freq[i], pos_scale[i], neox)
     q[0] *= np.float32(attn_scale)
     k_cache[i, :, pos, :] = kh
     v_cache[i, :, pos, :] = v.reshape((n_kv, hd))

@@ -137,6 +137,13 @@ def legacy_unpack(kind):
     return intrinsic(typer)
 
 
+def _store_outputs(builder, op, toks, accs, stride, r0):
+    """The GROUP finished sums of each token side by side: out[t * stride + r0 ..]."""
+    for t, acc in zip(toks, accs):
+        dst = builder.gep(op, [builder.add(builder.mul(t, stride), r0)])
+        builder.store(builder.load(acc), builder.bitcast(dst, _vec(F32, GROUP).as_pointer()), align=4)
+
+
 def _tokens(builder, t0, n_tok, n):
     """Token indices t0 .. t0 + n - 1, each clamped to the last token n_tok - 1: a batch's last run of
     fewer than n tokens computes its last token more than once (the same bits, stored to the same
@@ -182,10 +189,7 @@ def legacy_gemm(kind, n_toks):
                     if at_m is not None:
                         acc = v._fma(builder, mw, _splat_vec(builder, v._half_at(builder, xp, 2), F32), acc)
                     builder.store(acc, accs[j])
-            op = _f32_ptr(context, builder, sig.args[9], out_arr)
-            for t, acc in zip(toks, accs):
-                dst = builder.gep(op, [builder.add(builder.mul(t, stride_v), r0_v)])
-                builder.store(builder.load(acc), builder.bitcast(dst, _vec(F32, GROUP).as_pointer()), align=4)
+            _store_outputs(builder, _f32_ptr(context, builder, sig.args[9], out_arr), toks, accs, stride_v, r0_v)
             return context.get_dummy_value()
         return (types.none(U, D, M, types.intp, x, types.intp, types.intp, types.intp, sx, out, types.intp, types.intp),
                 codegen)
@@ -366,10 +370,7 @@ def kquant_gemm(kind, n_toks):
                     if has_mins and at_dmin is not None:
                         acc = v._fma(builder, builder.fmul(neg_dmin, dx), builder.sitofp(imins[j], _vec(F32, GROUP)), acc)
                     builder.store(acc, accs[j])
-            op = _f32_ptr(context, builder, sig.args[10], out_arr)
-            for t, acc in zip(toks, accs):
-                dst = builder.gep(op, [builder.add(builder.mul(t, stride_v), r0_v)])
-                builder.store(builder.load(acc), builder.bitcast(dst, _vec(F32, GROUP).as_pointer()), align=4)
+            _store_outputs(builder, _f32_ptr(context, builder, sig.args[10], out_arr), toks, accs, stride_v, r0_v)
             return context.get_dummy_value()
         return (types.none(U, S, N, D, DM, types.intp, x, types.intp, types.intp, types.intp, out, types.intp,
                            types.intp),
