@@ -6,7 +6,6 @@ So BLAS runs single-threaded inside each of a few Python worker threads (numpy r
 rows of the weight tile split between them, and Numba's kernels run in between, alone.
 
     matmul_split(x, rows, out_cols)       # out_cols[T, R] = x[T, n] @ rows[R, n].T
-    attention_split(q, k_cache, v_cache, pos0, window, out)   # a prompt's attention, runs of queries in parallel
 """
 from __future__ import annotations
 
@@ -17,8 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
-
-from ggq.runtime.kernels.softmax import causal_softmax
 
 _SETTERS = ("openblas_set_num_threads_local", "scipy_openblas_set_num_threads64_",
             "scipy_openblas_set_num_threads_64_", "openblas_set_num_threads64_", "openblas_set_num_threads")
@@ -69,39 +66,5 @@ def matmul_split(x: np.ndarray, rows: np.ndarray, out_cols: np.ndarray) -> None:
     bounds = np.linspace(0, rows.shape[0], n + 1).astype(int)
     jobs = [pool.submit(np.matmul, x, rows[a:b].T, out=out_cols[:, a:b])
             for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    for job in jobs:
-        job.result()
-
-
-def _attend_queries(qg, k, v, pos0: int, window: int, a: int, b: int, out) -> None:
-    """Queries a..b of every head: qg [H_kv, group, T, D] (heads grouped by their kv head), caches
-    [H_kv, ctx, D]; out [T, H, D]. Batched matmuls over the heads (numpy loops over them in C) and the
-    causal softmax row by row in one kernel (kernels/softmax.py)."""
-    n_k = pos0 + b
-    keys = k[:, None, :n_k]                                              # [H_kv, 1, n_k, D]
-    scores = np.matmul(qg[:, :, a:b], keys.transpose(0, 1, 3, 2))        # [H_kv, group, b - a, n_k]
-    causal_softmax(scores.reshape(-1, b - a, n_k), pos0 + a, window)
-    att = np.matmul(scores, v[:, None, :n_k])                            # [H_kv, group, b - a, D]
-    out[a:b] = att.reshape(-1, b - a, att.shape[-1]).transpose(1, 0, 2)
-
-
-def _balanced_splits(n_q: int, pos0: int, parts: int) -> list[int]:
-    """Query boundaries that give each part about the same causal work (query i sees pos0 + i + 1 keys)."""
-    work = np.cumsum(pos0 + 1 + np.arange(n_q, dtype=np.float64))
-    cuts = [int(np.searchsorted(work, work[-1] * i / parts)) for i in range(1, parts)]
-    return sorted({0, n_q, *cuts})
-
-
-def attention_split(q, k_cache, v_cache, pos0: int, window: int, out) -> None:
-    """The prompt path's attention (same contract as kernels.nn.attention, T > 1), queries shared out
-    between the workers in runs of equal causal work: q [T, H, D] scaled, caches [H_kv, ctx, D] holding
-    positions < pos0 + T."""
-    pool, n = _workers()
-    n_q, n_head, hd = q.shape
-    n_kv = k_cache.shape[0]
-    qg = np.ascontiguousarray(q.reshape(n_q, n_kv, n_head // n_kv, hd).transpose(1, 2, 0, 3))
-    bounds = _balanced_splits(n_q, pos0, 2 * n)  # two runs per worker: the later one sees fewer masked keys
-    jobs = [pool.submit(_attend_queries, qg, k_cache, v_cache, pos0, window, a, b, out)
-            for a, b in zip(bounds[:-1], bounds[1:])]
     for job in jobs:
         job.result()

@@ -1,6 +1,6 @@
 """The transformer over a KV cache: `Transformer.forward(tokens, pos)` runs a prompt (block weights times
 8-bit activations in prompt kernels that take many tokens at once, as llama.cpp does; float weights, or
-everything with exact=True, through float32 BLAS on dequantized tiles; attention as BLAS products), and
+everything with exact=True, through float32 BLAS on dequantized tiles; attention in kernels/attention_tile.py), and
 `Transformer.decode(token, pos)` runs one generated token through the compiled step of kernels/step.py
 (fused dequantize-and-dot kernels; activations rounded to 8-bit blocks as llama.cpp does, unless exact).
 
@@ -23,9 +23,9 @@ import numpy as np
 from ggq.errors import GGQError
 from ggq.gguf_read import GGUFFile
 from ggq.runtime.backend import Backend
-from ggq.runtime.blas import attention_split
 from ggq.runtime.cuda import check_device, cuda_backend
 from ggq.runtime.decode import DecodeStep, GgmlStep
+from ggq.runtime.kernels.attention_tile import prompt_attention
 from ggq.runtime.kernels.ggml_step import FORM_BATCH, FORM_FA_TILED, FORM_Q4K_GEMM, FORM_TILED
 from ggq.runtime.kernels.nn import attention, gelu_tanh_mul, rmsnorm, rope, silu_mul, softcap
 from ggq.runtime.params import ModelParams, read_params
@@ -252,8 +252,8 @@ class Transformer:
             attention(q.reshape(n, p.n_head, hd), self.k_cache[i], self.v_cache[i], pos, self.window[i],
                       ws.scores, att.reshape(n, p.n_head, hd))
         else:
-            attention_split(q.reshape(n, p.n_head, hd), self.k_cache[i], self.v_cache[i], pos, self.window[i],
-                            att.reshape(n, p.n_head, hd))
+            prompt_attention(q.reshape(n, p.n_head, hd), self.k_cache[i], self.v_cache[i], pos, self.window[i],
+                             att.reshape(n, p.n_head, hd))
         if self.input_observer is not None:
             self.input_observer((layer.wo,), att)
         linear(layer.wo, att, h, tile)

@@ -105,9 +105,9 @@ def test_float_matvec_rows_of_any_length(type_name, n):
 
 
 @pytest.mark.parametrize("type_name", list(FLOAT_MATMAT))
-@pytest.mark.parametrize("rows, tokens", [(37, 11), (16, 1), (5, 3)])
+@pytest.mark.parametrize("rows, tokens", [(37, 11), (16, 1), (5, 3), (70, 17)])
 def test_float_prompt_kernel_matches_dequantize_then_matmul(type_name, rows, tokens):
-    """kernels/float_tile: panels of 16 rows and a remainder, runs of 8 tokens and a rest."""
+    """kernels/float_tile: panels of LANES rows and a remainder, runs of TOKENS tokens and a rest."""
     rng = np.random.default_rng(rows + sum(map(ord, type_name)))
     values = rng.standard_normal((rows, N)).astype(np.float32)
     blocks = {"F32": values.view(np.uint8), "F16": values.astype(np.float16).view(np.uint8),

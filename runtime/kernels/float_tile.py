@@ -1,14 +1,16 @@
-"""Prompt kernels for the float weight types (F16, BF16, F32): 16 rows at a time, one row per vector lane.
+"""Prompt kernels for the float weight types (F16, BF16, F32): LANES rows at a time, one row per vector lane.
 
-The integer prompt kernels' layout (vecir_tile) in float32: a group of 16 rows is widened once into a
-panel holding, for each column k, the 16 rows' values side by side; then for each token, column k's
-panel vector times the token's x[k] broadcast is one fused multiply-add into the 16 rows' sums. Eight
+The integer prompt kernels' layout (vecir_tile) in float32: a group of LANES rows is widened once into a
+panel holding, for each column k, the rows' values side by side; then for each token, column k's
+panel vector times the token's x[k] broadcast is one fused multiply-add into the rows' sums. TOKENS
 tokens share each loaded panel vector. Each output is the float32 sum over k in order of
 fma(w[r, k], x[t, k], .): its bits depend on the row and the token only.
 
     FLOAT_MATMAT[type](w, x: f32[tokens, n], out: f32[tokens, rows])    (w as weight_kernels views it)
 """
 from __future__ import annotations
+
+import os
 
 import numpy as np
 from llvmlite import ir
@@ -18,31 +20,51 @@ from numba.extending import intrinsic
 
 from ggq.quants.floats import bf16_bits_to_fp32
 from ggq.runtime.kernels import FASTMATH
+from ggq.runtime.kernels import vecir_isa as isa
 from ggq.runtime.kernels.floats import half_to_float
 from ggq.runtime.kernels.vecir import F32, _fma
 from ggq.runtime.kernels.vecir_isa import I32, _vec, _vec_undef
 
-LANES = 16         # rows per panel: one 512-bit vector of float32 (two 256-bit ones where that is the width)
-TOKENS = 8         # tokens per call
+# (rows per panel, tokens per call) by the vector registers the CPU has: TOKENS accumulators of LANES
+# floats, plus the panel vector and a broadcast, filling the register file without spilling. With 32
+# 512-bit registers, 32 x 8 (16 accumulators; two panel loads and 8 broadcasts per 16 fma) ran 1536x576 x
+# 512 tokens at 378 GFLOP/s on 2 Zen 5 cores, where 16 x 8 (load-bound: 9 loads per 8 fma) ran at 308;
+# 16 x 6 is the same count for 16 256-bit registers (AVX2) or 32 128-bit ones (NEON).
+# GGQ_FLOAT_TILE=16x8 (rows x tokens) overrides, for tests and A/B (Numba's cache does not key on it).
+SHAPES = {"avx512": (32, 8), "other": (16, 6)}
+
+
+def _shape():
+    forced = os.environ.get("GGQ_FLOAT_TILE")
+    if forced:
+        rows, tokens = forced.lower().split("x")
+        return int(rows), int(tokens)
+    return SHAPES["avx512" if "+avx512f" in isa._FEATURES else "other"]
+
+
+LANES, TOKENS = _shape()
 GROUPS_PER_ITEM = 2
 
 
 def _float_gemm(n_toks):
-    """Intrinsic gemm(P, n, x, t0, n_tok, out, r0): out[t * rows + r0 + i] (rows = out's row length) =
-    sum_k P[k * 16 + i] * x[t * n + k], for tokens t0.. t0 + n_toks - 1 clamped to n_tok - 1."""
+    """Intrinsic gemm(P, p0, n, x, x0, xs, n_valid, out, o0, os): for token j < n_toks (clamped to
+    n_valid - 1, so that a short tail repeats its last token), out[o0 + j * os + i] =
+    sum_k P[p0 + k * LANES + i] * x[x0 + j * xs + k], i < LANES, the sum in k order by fma. Flat float32
+    arrays and element offsets: weight panels (matmat_float) and attention's key and value panels
+    (attention_tile) use the one kernel."""
     vec = _vec(F32, LANES)
 
-    def typer(typingctx, P, n, x, t0, n_tok, out, stride, r0):
+    def typer(typingctx, P, p0, n, x, x0, xs, n_valid, out, o0, os):
         def codegen(context, builder, sig, args):
-            p_arr, n_v, x_arr, t0_v, n_tok_v, out_arr, stride_v, r0_v = args
+            _, p0_v, n_v, _, x0_v, xs_v, valid_v, _, o0_v, os_v = args
 
             def data(k):
                 return builder.bitcast(context.make_array(sig.args[k])(context, builder, args[k]).data, F32.as_pointer())
-            pp, xp, op = data(0), data(2), data(5)
-            last = builder.sub(n_tok_v, ir.Constant(n_tok_v.type, 1))
-            toks = [builder.add(t0_v, ir.Constant(t0_v.type, j)) for j in range(n_toks)]
+            pp, xp, op = builder.gep(data(0), [p0_v]), builder.gep(data(3), [x0_v]), builder.gep(data(7), [o0_v])
+            last = builder.sub(valid_v, ir.Constant(valid_v.type, 1))
+            toks = [ir.Constant(valid_v.type, j) for j in range(n_toks)]
             toks = [builder.select(builder.icmp_signed("<", t, last), t, last) for t in toks]
-            rows = [builder.gep(xp, [builder.mul(t, n_v)]) for t in toks]
+            rows = [builder.gep(xp, [builder.mul(t, xs_v)]) for t in toks]
             accs = [cgutils.alloca_once_value(builder, ir.Constant(vec, [0.0] * LANES)) for _ in toks]
             with cgutils.for_range(builder, n_v) as loop:
                 k = loop.index
@@ -54,10 +76,11 @@ def _float_gemm(n_toks):
                     xk = builder.shuffle_vector(xk, _vec_undef(F32, LANES), ir.Constant(_vec(I32, LANES), [0] * LANES))
                     builder.store(_fma(builder, w, xk, builder.load(acc)), acc)
             for t, acc in zip(toks, accs):
-                dst = builder.gep(op, [builder.add(builder.mul(t, stride_v), r0_v)])
+                dst = builder.gep(op, [builder.mul(t, os_v)])
                 builder.store(builder.load(acc), builder.bitcast(dst, vec.as_pointer()), align=4)
             return context.get_dummy_value()
-        return types.none(P, types.intp, x, types.intp, types.intp, out, types.intp, types.intp), codegen
+        i = types.intp
+        return types.none(P, i, i, x, i, i, i, out, i, i), codegen
     return intrinsic(typer)
 
 
@@ -101,7 +124,7 @@ def matmat_float(w, x, out, widen):
         for g in range(c * GROUPS_PER_ITEM, min(groups, (c + 1) * GROUPS_PER_ITEM)):
             _panel(w, g * LANES, panel, widen)
             for t in range(0, n_tok, TOKENS):
-                gemm16x8(panel, n, xflat, t, n_tok, oflat, n_rows, g * LANES)
+                gemm16x8(panel, 0, n, xflat, t * n, n, n_tok - t, oflat, t * n_rows + g * LANES, n_rows)
     _rest_rows(w, x, out, groups * LANES, widen)
 
 

@@ -54,7 +54,8 @@ UNSIGNED = isa.HAVE_VNNI and not isa.HAVE_SDOT   # vpdpbusd takes the weights as
 def describe() -> str:
     """The prompt kernels' shape and form on this CPU, for `ggq bench` and `ggq tune --show`."""
     form = f"vpdpbusd {32 * GROUP}-bit" if UNSIGNED else "sdot" if isa.HAVE_SDOT else "generic IR"
-    return f"block weights {GROUP} rows x 4 tokens a call ({form}); float weights 16 rows x 8 tokens"
+    from ggq.runtime.kernels.float_tile import LANES, TOKENS
+    return f"block weights {GROUP} rows x 4 tokens a call ({form}); float weights {LANES} rows x {TOKENS} tokens"
 
 
 def _splat_vec(builder, s, ty, n=GROUP):
