@@ -59,7 +59,7 @@ def _print_blas(record: dict | None) -> None:
         return
     times = "  ".join(f"{core}: {g} GFLOP/s" for core, g in record["gflops"].items())
     running = os.environ.get("OPENBLAS_CORETYPE", "auto")
-    print(f"OpenBLAS kernels (prompt attention; --exact matmuls): {record['core'] or 'auto'} (1 thread: {times}; this process: "
+    print(f"OpenBLAS kernels (--exact prompt matmuls): {record['core'] or 'auto'} (1 thread: {times}; this process: "
           f"{running})")
     if running != (record["core"] or "auto") and os.environ.get("OPENBLAS_CORETYPE") is not None:
         print("  OPENBLAS_CORETYPE is set in the environment, and a value the user set wins: unset it for the "

@@ -18,9 +18,10 @@ from ggq.runtime.tune import untuned_shapes
 
 
 def _matrix_table(weights) -> np.ndarray:
-    """One row per matrix: byte offset, rows, bytes per row, kind, kernel shape (untuned; tune.py)."""
+    """One row per matrix: byte offset, rows, bytes per row, kind, kernel shape, prefetch distance
+    (both untuned; tune.py)."""
     mats = [getattr(layer, role) for layer in weights.layers for role in ROLES] + [weights.output]
-    table = np.array([(m.offset, m.rows, m.data.nbytes // m.rows, KINDS.index(m.type_name), 0) for m in mats],
+    table = np.array([(m.offset, m.rows, m.data.nbytes // m.rows, KINDS.index(m.type_name), 0, 0) for m in mats],
                      dtype=np.int64)
     table[:, 4] = untuned_shapes(table)
     return table
@@ -115,7 +116,7 @@ class GgmlStep:
 
 
 def _repacked_column(mats: np.ndarray, w) -> np.ndarray:
-    """The table plus a column (5): 1 where llama.cpp's CPU backend repacks the matrix at load on an AVX2
+    """The table plus a column (6): 1 where llama.cpp's CPU backend repacks the matrix at load on an AVX2
     host (Q4_0 and Q4_K with rows a multiple of 8; never the token embedding, which it also reads
     by row, so a tied output matrix stays as stored)."""
     kinds = [KINDS.index("Q4_0"), KINDS.index("Q4_K")]

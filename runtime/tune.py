@@ -8,7 +8,8 @@ timed alone sits in the L2; in decode it streams from memory behind all the othe
 grouped by key (type, rows, bytes per row); for each key, largest first, every candidate shape is
 timed with the other keys at their current best, in interleaved rounds, and kept only if it beats
 the current one by more than MARGIN (run-to-run noise here is a few per cent: a tie keeps the untuned
-shape). Every shape gives the same bits, so tuning changes speed only.
+shape). Before the shapes, one software prefetch distance for the whole step is chosen the same way
+(shapes.PREFETCH_CANDIDATES). Every choice gives the same bits, so tuning changes speed only.
 
 Results are cached per CPU (model name, Numba's target CPU and the integer-dot forms compiled), thread
 count and key, in ggq-tune.json beside Numba's cache (NUMBA_CACHE_DIR, see runtime/__init__.py); a
@@ -23,13 +24,14 @@ import time
 import numpy as np
 
 from ggq import tune_cache
-from ggq.runtime.kernels.shapes import CANDIDATES, FAMILY, UNTUNED
+from ggq.runtime.kernels.shapes import CANDIDATES, FAMILY, PREFETCH_CANDIDATES, UNTUNED, UNTUNED_PREFETCH
 from ggq.runtime.kernels.step import KINDS
 
 MARGIN = 0.03          # a candidate must be this much faster than the current shape to replace it
 ROUNDS = 3             # interleaved rounds per key; each candidate's best round counts
 MIN_ROUND_S = 0.02     # each timed round runs whole decode steps for at least this long
-KIND, SHAPE = 3, 4     # columns of the decode step's matrix table (decode._matrix_table)
+KIND, SHAPE, PREFETCH = 3, 4, 5   # columns of the decode step's matrix table (decode._matrix_table)
+PREFETCH_KEY = "prefetch distance"  # the whole step's prefetch distance, cached beside the shapes
 
 
 cache_path, enabled = tune_cache.cache_path, tune_cache.enabled
@@ -70,20 +72,26 @@ def _time_steps(step, pos: int) -> float:
             return elapsed / n
 
 
-def _tune_key(step, rows: np.ndarray, family: str, pos: int) -> tuple[int, dict]:
-    """Best shape for the matrices `rows` of step.mats (one key), the other matrices as they are."""
-    mats, candidates = step.mats, CANDIDATES[family]
+def _best_of(step, rows: np.ndarray, column: int, candidates, untuned: int) -> tuple[int, dict]:
+    """Best value of step.mats[rows, column] among candidates, timed in interleaved rounds; a value
+    replaces the untuned one only if it is faster by more than MARGIN."""
+    mats, pos = step.mats, step.spare_position
     best = {c: float("inf") for c in candidates}
     for _ in range(ROUNDS):
         for c in candidates:
-            mats[rows, SHAPE] = c
+            mats[rows, column] = c
             best[c] = min(best[c], _time_steps(step, pos))
-    choice = UNTUNED[family]
+    choice = untuned
     for c in candidates:
         if best[c] < best[choice] * (1 - MARGIN):
             choice = c
-    mats[rows, SHAPE] = choice
+    mats[rows, column] = choice
     return choice, {str(c): best[c] for c in candidates}
+
+
+def _tune_key(step, rows: np.ndarray, family: str, pos: int) -> tuple[int, dict]:
+    """Best shape for the matrices `rows` of step.mats (one key), the other matrices as they are."""
+    return _best_of(step, rows, SHAPE, CANDIDATES[family], UNTUNED[family])
 
 
 def _keys_by_size(mats: np.ndarray) -> dict[str, np.ndarray]:
@@ -98,10 +106,12 @@ def tune(step, threads: int, force: bool = False, progress=None) -> dict:
     (and cached) for the rest, or all measured again with force. Returns {key: choice record}."""
     mats = step.mats
     mats[:, SHAPE] = untuned_shapes(mats)
+    mats[:, PREFETCH] = UNTUNED_PREFETCH
     if not enabled() or step.flags[0]:  # exact: float activations, whose kernels take no shape
         return {}
     data = tune_cache.read()
     known = _section(data, threads)
+    measured = _tune_prefetch(step, known, force, progress)
     groups = _keys_by_size(mats)
     family = {key: FAMILY[KINDS[mats[rows[0], KIND]]] for key, rows in groups.items()}
     for key, rows in groups.items():  # cached choices first: the measured keys then see them
@@ -115,15 +125,31 @@ def tune(step, threads: int, force: bool = False, progress=None) -> dict:
             progress(key)
         choice, times = _tune_key(step, groups[key], family[key], step.spare_position)
         known[key] = {"shape": choice, "times": times}
-    if to_measure:
+    if to_measure or measured:
         tune_cache.write(data)
-    return {key: known[key] for key in groups if key in known}
+    return {key: known[key] for key in [PREFETCH_KEY, *groups] if key in known}
+
+
+def _tune_prefetch(step, known: dict, force: bool, progress) -> bool:
+    """The step's prefetch distance, cached or measured first (the shapes are then timed with it);
+    True if it was measured."""
+    rows = np.arange(step.mats.shape[0])
+    record = known.get(PREFETCH_KEY)
+    if record and record.get("shape") in PREFETCH_CANDIDATES and not force:
+        step.mats[rows, PREFETCH] = record["shape"]
+        return False
+    if progress:
+        progress(PREFETCH_KEY)
+    choice, times = _best_of(step, rows, PREFETCH, PREFETCH_CANDIDATES, UNTUNED_PREFETCH)
+    known[PREFETCH_KEY] = {"shape": choice, "times": times}
+    return True
 
 
 def format_choices(choices: dict) -> str:
-    """One line per key: the chosen shape and each candidate's time per decode step."""
+    """One line per key: the chosen shape (or prefetch bytes) and each candidate's time per decode step."""
     lines = []
     for key, rec in choices.items():
         times = "  ".join(f"{c}: {t * 1e3:.2f} ms" for c, t in rec["times"].items())
-        lines.append(f"  {key:<22} shape {rec['shape']:>3}   ({times})")
+        label = "bytes" if key == PREFETCH_KEY else "shape"
+        lines.append(f"  {key:<22} {label} {rec['shape']:>3}   ({times})")
     return "\n".join(lines)

@@ -175,14 +175,15 @@ def _fma32(a, b, c):
     return (np.float64(a) * np.float64(b) + np.float64(c)).astype(np.float32)
 
 
+@pytest.mark.parametrize("pf", [0, 4096])
 @pytest.mark.parametrize("step", LEGACY_ROW_STEPS + (7,))
 @pytest.mark.parametrize("wtype", LEGACY)
-def test_legacy_matvec_follows_ggml_x86_float_order(wtype, step):
+def test_legacy_matvec_follows_ggml_x86_float_order(wtype, step, pf):
     """Bit-exact against a numpy transcription of ggml-cpu/arch/x86/quants.c ggml_vec_dot_<t>_q8_<k>
     (AVX2 path): lane l of a block = integer sum over bytes 4l..4l+3; acc = fma(d_w * d_x, lane, acc);
     hsum_float_8(acc) = ((a4+a0) + (a6+a2)) + ((a5+a1) + (a7+a3)); plus summs = fma(m, s, summs).
     For every kernel shape the tuner may pick (rows per step; 7 is not compiled: one row at a time),
-    so that tuning changes speed only."""
+    with and without software prefetch, so that tuning changes speed only."""
     fmt, matvec, _ = dot_kernels(wtype)
     w = _weights(wtype, 2 * max(LEGACY_ROW_STEPS) + 5, 576)  # multi-row steps, then single rows
     xq = quantize_activations(_activations(576), fmt)
@@ -203,7 +204,7 @@ def test_legacy_matvec_follows_ggml_x86_float_order(wtype, step):
     if m is not None:
         expected = expected + summs
     out = np.full(w.shape[0], np.nan, np.float32)
-    matvec(w, xq, out, step)
+    matvec(w, xq, out, step, pf)
     assert np.array_equal(out, expected)
 
 
@@ -278,12 +279,14 @@ def _q6_k_ints(w):
     return a, np.repeat(scales, 16, axis=-1), d
 
 
+@pytest.mark.parametrize("pf", [0, 1024])
 @pytest.mark.parametrize("chunk", KQUANT_CHUNKS)
 @pytest.mark.parametrize("wtype", ["Q4_K", "Q6_K"])
-def test_kquant_matvec_follows_ggml_generic_float_order(wtype, chunk):
+def test_kquant_matvec_follows_ggml_generic_float_order(wtype, chunk, pf):
     """Bit-exact against a float32 numpy transcription of ggml_vec_dot_<t>_q8_K_generic (8 float lane
     sums, lane = value index mod 8). The integer unpacking here is checked against gguf's dequantize.
-    For every kernel shape the tuner may pick (rows per work item): tuning changes speed only."""
+    For every kernel shape the tuner may pick (rows per work item), with and without software prefetch:
+    tuning changes speed only."""
     _, matvec, _ = dot_kernels(wtype)
     w = _weights(wtype, 19, 768)
     xq = quantize_activations(_activations(768), "Q8_K").reshape(-1, 292)
@@ -308,5 +311,5 @@ def test_kquant_matvec_follows_ggml_generic_float_order(wtype, chunk):
     for lane in range(8):
         sumf += sums[:, lane]
     out = np.full(w.shape[0], np.nan, np.float32)
-    matvec(w, xq.reshape(-1), out, chunk)
+    matvec(w, xq.reshape(-1), out, chunk, pf)
     assert np.array_equal(out, sumf)

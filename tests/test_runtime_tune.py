@@ -12,7 +12,7 @@ import pytest
 from ggq.cli import main
 from ggq.runtime import tune
 from ggq.runtime.api import set_threads
-from ggq.runtime.kernels.shapes import CANDIDATES, FAMILY, UNTUNED
+from ggq.runtime.kernels.shapes import CANDIDATES, FAMILY, PREFETCH_CANDIDATES, UNTUNED, UNTUNED_PREFETCH
 from ggq.runtime.kernels.step import KINDS
 from ggq.runtime.model import open_model
 
@@ -42,6 +42,7 @@ def test_tuning_off_keeps_the_untuned_shapes_and_writes_nothing(q4_1_gguf, tune_
     monkeypatch.setenv("GGQ_TUNE", "0")
     _, shapes, mats = _decode(q4_1_gguf, TOKENS[:1])
     assert list(shapes) == [UNTUNED[FAMILY[KINDS[k]]] for k in mats[:, 3]]
+    assert np.all(mats[:, tune.PREFETCH] == UNTUNED_PREFETCH)
     assert not tune_cache.exists()
 
 
@@ -60,6 +61,9 @@ def test_tuned_shapes_are_candidates_cached_and_change_no_bits(q4_1_gguf, tune_c
             record = section[tune.matrix_key(mats, m)]
             assert record["shape"] == shapes[m]
             assert sorted(int(c) for c in record["times"]) == sorted(CANDIDATES[family])
+    prefetch = section[tune.PREFETCH_KEY]  # one distance for the whole step, every candidate timed
+    assert sorted(int(c) for c in prefetch["times"]) == sorted(PREFETCH_CANDIDATES)
+    assert np.all(mats[:, tune.PREFETCH] == prefetch["shape"])
 
 
 def test_a_second_model_with_the_same_keys_measures_nothing(q4_1_gguf, tune_cache, capsys):

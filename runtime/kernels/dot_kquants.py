@@ -38,52 +38,52 @@ def _finish(sumf, sums):
 
 
 @njit(inline="always", cache=True)
-def _row_q2_k(wr, xr, sums):
+def _row_q2_k(wr, xr, sums, pf):
     for l in range(8):
         sums[l] = 0.0
     sumf = F32(0.0)
     for i in range(wr.shape[0] // 84):
-        sumf = block_q2_k(wr, i * 84, xr, i * 292, sums, sumf)
+        sumf = block_q2_k(wr, i * 84, xr, i * 292, sums, sumf, pf)
     return sumf
 
 
 @njit(inline="always", cache=True)
-def _row_q3_k(wr, xr, sums):
+def _row_q3_k(wr, xr, sums, pf):
     for l in range(8):
         sums[l] = 0.0
     sumf = F32(0.0)
     for i in range(wr.shape[0] // 110):
-        sumf = block_q3_k(wr, i * 110, xr, i * 292, sums, sumf)
+        sumf = block_q3_k(wr, i * 110, xr, i * 292, sums, sumf, pf)
     return _finish(sumf, sums)
 
 
 @njit(inline="always", cache=True)
-def _row_q4_k(wr, xr, sums):
+def _row_q4_k(wr, xr, sums, pf):
     for l in range(8):
         sums[l] = 0.0
     sumf = F32(0.0)
     for i in range(wr.shape[0] // 144):
-        sumf = block_q4_k(wr, i * 144, xr, i * 292, sums, sumf)
+        sumf = block_q4_k(wr, i * 144, xr, i * 292, sums, sumf, pf)
     return _finish(sumf, sums)
 
 
 @njit(inline="always", cache=True)
-def _row_q5_k(wr, xr, sums):
+def _row_q5_k(wr, xr, sums, pf):
     for l in range(8):
         sums[l] = 0.0
     sumf = F32(0.0)
     for i in range(wr.shape[0] // 176):
-        sumf = block_q5_k(wr, i * 176, xr, i * 292, sums, sumf)
+        sumf = block_q5_k(wr, i * 176, xr, i * 292, sums, sumf, pf)
     return _finish(sumf, sums)
 
 
 @njit(inline="always", cache=True)
-def _row_q6_k(wr, xr, sums):
+def _row_q6_k(wr, xr, sums, pf):
     for l in range(8):
         sums[l] = 0.0
     sumf = F32(0.0)
     for i in range(wr.shape[0] // 210):
-        sumf = block_q6_k(wr, i * 210, xr, i * 292, sums, sumf)
+        sumf = block_q6_k(wr, i * 210, xr, i * 292, sums, sumf, pf)
     return _finish(sumf, sums)
 
 
@@ -97,12 +97,12 @@ def _scratch(nsb, n_sub):
 # One matvec/matmat pair per type; written out because cached Numba closures over a row function
 # would share one cache entry.
 @njit(parallel=True, cache=True)
-def matvec_q2_k(w, xq, out, chunk=CHUNK):
+def matvec_q2_k(w, xq, out, chunk=CHUNK, pf=0):
     chunk = max(chunk, 1)
     for c in prange((w.shape[0] + chunk - 1) // chunk):
         sums = lane_sums()
         for r in range(c * chunk, min(w.shape[0], (c + 1) * chunk)):
-            out[r] = _row_q2_k(w[r], xq, sums)
+            out[r] = _row_q2_k(w[r], xq, sums, pf)
 
 
 @njit(parallel=True, cache=True)
@@ -120,16 +120,16 @@ def matmat_q2_k(w, xq, out):
     for r in range(GROUP * groups, n_rows):
         sums = lane_sums()
         for t in range(n_tok):
-            out[t, r] = _row_q2_k(w[r], xq[t], sums)
+            out[t, r] = _row_q2_k(w[r], xq[t], sums, 0)
 
 
 @njit(parallel=True, cache=True)
-def matvec_q3_k(w, xq, out, chunk=CHUNK):
+def matvec_q3_k(w, xq, out, chunk=CHUNK, pf=0):
     chunk = max(chunk, 1)
     for c in prange((w.shape[0] + chunk - 1) // chunk):
         sums = lane_sums()
         for r in range(c * chunk, min(w.shape[0], (c + 1) * chunk)):
-            out[r] = _row_q3_k(w[r], xq, sums)
+            out[r] = _row_q3_k(w[r], xq, sums, pf)
 
 
 @njit(parallel=True, cache=True)
@@ -147,16 +147,16 @@ def matmat_q3_k(w, xq, out):
     for r in range(GROUP * groups, n_rows):
         sums = lane_sums()
         for t in range(n_tok):
-            out[t, r] = _row_q3_k(w[r], xq[t], sums)
+            out[t, r] = _row_q3_k(w[r], xq[t], sums, 0)
 
 
 @njit(parallel=True, cache=True)
-def matvec_q4_k(w, xq, out, chunk=CHUNK):
+def matvec_q4_k(w, xq, out, chunk=CHUNK, pf=0):
     chunk = max(chunk, 1)
     for c in prange((w.shape[0] + chunk - 1) // chunk):
         sums = lane_sums()
         for r in range(c * chunk, min(w.shape[0], (c + 1) * chunk)):
-            out[r] = _row_q4_k(w[r], xq, sums)
+            out[r] = _row_q4_k(w[r], xq, sums, pf)
 
 
 @njit(parallel=True, cache=True)
@@ -174,16 +174,16 @@ def matmat_q4_k(w, xq, out):
     for r in range(GROUP * groups, n_rows):
         sums = lane_sums()
         for t in range(n_tok):
-            out[t, r] = _row_q4_k(w[r], xq[t], sums)
+            out[t, r] = _row_q4_k(w[r], xq[t], sums, 0)
 
 
 @njit(parallel=True, cache=True)
-def matvec_q5_k(w, xq, out, chunk=CHUNK):
+def matvec_q5_k(w, xq, out, chunk=CHUNK, pf=0):
     chunk = max(chunk, 1)
     for c in prange((w.shape[0] + chunk - 1) // chunk):
         sums = lane_sums()
         for r in range(c * chunk, min(w.shape[0], (c + 1) * chunk)):
-            out[r] = _row_q5_k(w[r], xq, sums)
+            out[r] = _row_q5_k(w[r], xq, sums, pf)
 
 
 @njit(parallel=True, cache=True)
@@ -201,16 +201,16 @@ def matmat_q5_k(w, xq, out):
     for r in range(GROUP * groups, n_rows):
         sums = lane_sums()
         for t in range(n_tok):
-            out[t, r] = _row_q5_k(w[r], xq[t], sums)
+            out[t, r] = _row_q5_k(w[r], xq[t], sums, 0)
 
 
 @njit(parallel=True, cache=True)
-def matvec_q6_k(w, xq, out, chunk=CHUNK):
+def matvec_q6_k(w, xq, out, chunk=CHUNK, pf=0):
     chunk = max(chunk, 1)
     for c in prange((w.shape[0] + chunk - 1) // chunk):
         sums = lane_sums()
         for r in range(c * chunk, min(w.shape[0], (c + 1) * chunk)):
-            out[r] = _row_q6_k(w[r], xq, sums)
+            out[r] = _row_q6_k(w[r], xq, sums, pf)
 
 
 @njit(parallel=True, cache=True)
@@ -228,4 +228,4 @@ def matmat_q6_k(w, xq, out):
     for r in range(GROUP * groups, n_rows):
         sums = lane_sums()
         for t in range(n_tok):
-            out[t, r] = _row_q6_k(w[r], xq[t], sums)
+            out[t, r] = _row_q6_k(w[r], xq[t], sums, 0)

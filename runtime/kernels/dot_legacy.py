@@ -58,24 +58,24 @@ def _scratch(nb):
 
 
 @njit(inline="always", cache=True)
-def _rows_q4_0(step, flat, r0, rb, xq, nb, out):
+def _rows_q4_0(step, flat, r0, rb, xq, nb, out, pf):
     if step == 32:
-        v.rows32_q4_0(flat, r0, rb, xq, nb, out)
+        v.rows32_q4_0(flat, r0, rb, xq, nb, out, pf)
     elif step == 4:
-        v.rows4_q4_0(flat, r0, rb, xq, nb, out)
+        v.rows4_q4_0(flat, r0, rb, xq, nb, out, pf)
     else:
-        v.row1_q4_0(flat, r0, rb, xq, nb, out)
+        v.row1_q4_0(flat, r0, rb, xq, nb, out, pf)
 
 
 @njit(parallel=True, cache=True)
-def matvec_q4_0(w, xq, out, step=STEP):
+def matvec_q4_0(w, xq, out, step=STEP, pf=0):
     flat, rb = w.reshape(-1), w.shape[1]
     step = step if step == 4 or step == 32 else 1
     nb, groups = rb // 18, w.shape[0] // step
     for g in prange(groups):
-        _rows_q4_0(step, flat, step * g, rb, xq, nb, out)
+        _rows_q4_0(step, flat, step * g, rb, xq, nb, out, pf)
     for r in range(step * groups, w.shape[0]):
-        v.row1_q4_0(flat, r, rb, xq, nb, out)
+        v.row1_q4_0(flat, r, rb, xq, nb, out, pf)
 
 
 @njit(parallel=True, cache=True)
@@ -92,28 +92,28 @@ def matmat_q4_0(w, xq, out):
                 vt.gemm8x4_q4_0(u, d, m, nb, xflat, t, n_tok, xrb, sx, oflat, n_rows, r0)
     for r in range(GROUP * groups, n_rows):
         for t in range(n_tok):
-            v.row1_q4_0(flat, r, rb, xq[t], nb, out[t])
+            v.row1_q4_0(flat, r, rb, xq[t], nb, out[t], 0)
 
 
 @njit(inline="always", cache=True)
-def _rows_q4_1(step, flat, r0, rb, xq, nb, out):
+def _rows_q4_1(step, flat, r0, rb, xq, nb, out, pf):
     if step == 32:
-        v.rows32_q4_1(flat, r0, rb, xq, nb, out)
+        v.rows32_q4_1(flat, r0, rb, xq, nb, out, pf)
     elif step == 4:
-        v.rows4_q4_1(flat, r0, rb, xq, nb, out)
+        v.rows4_q4_1(flat, r0, rb, xq, nb, out, pf)
     else:
-        v.row1_q4_1(flat, r0, rb, xq, nb, out)
+        v.row1_q4_1(flat, r0, rb, xq, nb, out, pf)
 
 
 @njit(parallel=True, cache=True)
-def matvec_q4_1(w, xq, out, step=STEP):
+def matvec_q4_1(w, xq, out, step=STEP, pf=0):
     flat, rb = w.reshape(-1), w.shape[1]
     step = step if step == 4 or step == 32 else 1
     nb, groups = rb // 20, w.shape[0] // step
     for g in prange(groups):
-        _rows_q4_1(step, flat, step * g, rb, xq, nb, out)
+        _rows_q4_1(step, flat, step * g, rb, xq, nb, out, pf)
     for r in range(step * groups, w.shape[0]):
-        v.row1_q4_1(flat, r, rb, xq, nb, out)
+        v.row1_q4_1(flat, r, rb, xq, nb, out, pf)
 
 
 @njit(parallel=True, cache=True)
@@ -130,28 +130,28 @@ def matmat_q4_1(w, xq, out):
                 vt.gemm8x4_q4_1(u, d, m, nb, xflat, t, n_tok, xrb, sx, oflat, n_rows, r0)
     for r in range(GROUP * groups, n_rows):
         for t in range(n_tok):
-            v.row1_q4_1(flat, r, rb, xq[t], nb, out[t])
+            v.row1_q4_1(flat, r, rb, xq[t], nb, out[t], 0)
 
 
 @njit(inline="always", cache=True)
-def _rows_q5_0(step, flat, r0, rb, xq, nb, out):
+def _rows_q5_0(step, flat, r0, rb, xq, nb, out, pf):
     if step == 32:
-        v.rows32_q5_0(flat, r0, rb, xq, nb, out)
+        v.rows32_q5_0(flat, r0, rb, xq, nb, out, pf)
     elif step == 4:
-        v.rows4_q5_0(flat, r0, rb, xq, nb, out)
+        v.rows4_q5_0(flat, r0, rb, xq, nb, out, pf)
     else:
-        v.row1_q5_0(flat, r0, rb, xq, nb, out)
+        v.row1_q5_0(flat, r0, rb, xq, nb, out, pf)
 
 
 @njit(parallel=True, cache=True)
-def matvec_q5_0(w, xq, out, step=STEP):
+def matvec_q5_0(w, xq, out, step=STEP, pf=0):
     flat, rb = w.reshape(-1), w.shape[1]
     step = step if step == 4 or step == 32 else 1
     nb, groups = rb // 22, w.shape[0] // step
     for g in prange(groups):
-        _rows_q5_0(step, flat, step * g, rb, xq, nb, out)
+        _rows_q5_0(step, flat, step * g, rb, xq, nb, out, pf)
     for r in range(step * groups, w.shape[0]):
-        v.row1_q5_0(flat, r, rb, xq, nb, out)
+        v.row1_q5_0(flat, r, rb, xq, nb, out, pf)
 
 
 @njit(parallel=True, cache=True)
@@ -168,28 +168,28 @@ def matmat_q5_0(w, xq, out):
                 vt.gemm8x4_q5_0(u, d, m, nb, xflat, t, n_tok, xrb, sx, oflat, n_rows, r0)
     for r in range(GROUP * groups, n_rows):
         for t in range(n_tok):
-            v.row1_q5_0(flat, r, rb, xq[t], nb, out[t])
+            v.row1_q5_0(flat, r, rb, xq[t], nb, out[t], 0)
 
 
 @njit(inline="always", cache=True)
-def _rows_q5_1(step, flat, r0, rb, xq, nb, out):
+def _rows_q5_1(step, flat, r0, rb, xq, nb, out, pf):
     if step == 32:
-        v.rows32_q5_1(flat, r0, rb, xq, nb, out)
+        v.rows32_q5_1(flat, r0, rb, xq, nb, out, pf)
     elif step == 4:
-        v.rows4_q5_1(flat, r0, rb, xq, nb, out)
+        v.rows4_q5_1(flat, r0, rb, xq, nb, out, pf)
     else:
-        v.row1_q5_1(flat, r0, rb, xq, nb, out)
+        v.row1_q5_1(flat, r0, rb, xq, nb, out, pf)
 
 
 @njit(parallel=True, cache=True)
-def matvec_q5_1(w, xq, out, step=STEP):
+def matvec_q5_1(w, xq, out, step=STEP, pf=0):
     flat, rb = w.reshape(-1), w.shape[1]
     step = step if step == 4 or step == 32 else 1
     nb, groups = rb // 24, w.shape[0] // step
     for g in prange(groups):
-        _rows_q5_1(step, flat, step * g, rb, xq, nb, out)
+        _rows_q5_1(step, flat, step * g, rb, xq, nb, out, pf)
     for r in range(step * groups, w.shape[0]):
-        v.row1_q5_1(flat, r, rb, xq, nb, out)
+        v.row1_q5_1(flat, r, rb, xq, nb, out, pf)
 
 
 @njit(parallel=True, cache=True)
@@ -206,28 +206,28 @@ def matmat_q5_1(w, xq, out):
                 vt.gemm8x4_q5_1(u, d, m, nb, xflat, t, n_tok, xrb, sx, oflat, n_rows, r0)
     for r in range(GROUP * groups, n_rows):
         for t in range(n_tok):
-            v.row1_q5_1(flat, r, rb, xq[t], nb, out[t])
+            v.row1_q5_1(flat, r, rb, xq[t], nb, out[t], 0)
 
 
 @njit(inline="always", cache=True)
-def _rows_q8_0(step, flat, r0, rb, xq, nb, out):
+def _rows_q8_0(step, flat, r0, rb, xq, nb, out, pf):
     if step == 32:
-        v.rows32_q8_0(flat, r0, rb, xq, nb, out)
+        v.rows32_q8_0(flat, r0, rb, xq, nb, out, pf)
     elif step == 4:
-        v.rows4_q8_0(flat, r0, rb, xq, nb, out)
+        v.rows4_q8_0(flat, r0, rb, xq, nb, out, pf)
     else:
-        v.row1_q8_0(flat, r0, rb, xq, nb, out)
+        v.row1_q8_0(flat, r0, rb, xq, nb, out, pf)
 
 
 @njit(parallel=True, cache=True)
-def matvec_q8_0(w, xq, out, step=STEP):
+def matvec_q8_0(w, xq, out, step=STEP, pf=0):
     flat, rb = w.reshape(-1), w.shape[1]
     step = step if step == 4 or step == 32 else 1
     nb, groups = rb // 34, w.shape[0] // step
     for g in prange(groups):
-        _rows_q8_0(step, flat, step * g, rb, xq, nb, out)
+        _rows_q8_0(step, flat, step * g, rb, xq, nb, out, pf)
     for r in range(step * groups, w.shape[0]):
-        v.row1_q8_0(flat, r, rb, xq, nb, out)
+        v.row1_q8_0(flat, r, rb, xq, nb, out, pf)
 
 
 @njit(parallel=True, cache=True)
@@ -244,4 +244,4 @@ def matmat_q8_0(w, xq, out):
                 vt.gemm8x4_q8_0(u, d, m, nb, xflat, t, n_tok, xrb, sx, oflat, n_rows, r0)
     for r in range(GROUP * groups, n_rows):
         for t in range(n_tok):
-            v.row1_q8_0(flat, r, rb, xq[t], nb, out[t])
+            v.row1_q8_0(flat, r, rb, xq[t], nb, out[t], 0)

@@ -39,20 +39,20 @@ def matvec_f32(w, x, out):
 
 
 @njit(parallel=True, cache=True)
-def matvec_f16(w, x, out):
+def matvec_f16(w, x, out, pf=0):
     n = w.shape[1]
     for r in prange(w.shape[0]):
-        acc = dot_f16(w[r], x, n)  # 16 values at a time; the tail (n % 16) here
+        acc = dot_f16(w[r], x, n, pf)  # 16 values at a time; the tail (n % 16) here
         for i in range(n - n % 16, n):
             acc += half_to_float(w[r, i]) * x[i]
         out[r] = acc
 
 
 @njit(parallel=True, cache=True)
-def matvec_bf16(w, x, out):
+def matvec_bf16(w, x, out, pf=0):
     n = w.shape[1]
     for r in prange(w.shape[0]):
-        acc = dot_bf16(w[r], x, n)
+        acc = dot_bf16(w[r], x, n, pf)
         for i in range(n - n % 16, n):
             acc += bf16_bits_to_fp32(w[r, i]) * x[i]
         out[r] = acc

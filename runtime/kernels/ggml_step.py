@@ -27,10 +27,10 @@ FORM_FA_TILED = 8  # a micro-batch of 64 rows or more: flash attention's tiled f
 @njit(cache=True)
 def matvec(blob, mats, m, x, out, xq, form):
     """out = W_m @ x with 8-bit activations, each kind in llama.cpp's x86 order (other legacy kinds:
-    the dot_legacy kernels already follow it). mats[m, 5]: llama.cpp repacks this matrix (Q4_0, Q4_K
+    the dot_legacy kernels already follow it). mats[m, 6]: llama.cpp repacks this matrix (Q4_0, Q4_K
     on AVX2 hosts). form: which of llama.cpp's kernels would take this row (FORM_* bits; 0: the
     one-row kernels of decode)."""
-    kind, repacked = mats[m, 3], mats[m, 5] != 0
+    kind, repacked = mats[m, 3], mats[m, 6] != 0
     if kind != Q4_K and kind != Q6_K and kind != F16 and not (kind == Q4_0 and repacked):
         matvec_any(blob, mats, m, x, out, xq, None, True)  # 8-bit activations (see step.matvec_any)
         return

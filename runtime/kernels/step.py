@@ -3,7 +3,8 @@ per token, not once per operation (a 30-layer model makes ~500 kernel calls a to
 dispatch of each costs about as much as the kernel's own work on a small model).
 
 The weight matrices are described as data: byte offset into the memory-mapped file, rows, bytes per row,
-a kind code (KINDS) and the kernel shape chosen for it on this machine (shapes.py, runtime/tune.py).
+a kind code (KINDS), and the kernel shape and prefetch distance chosen for it on this machine (shapes.py,
+runtime/tune.py).
 `matvec_any` dispatches on the kind to the fused kernels of floats/legacy/
 kquants (float activations, `exact`) or to the integer-dot kernels of dot_legacy/dot_kquants (activations
 quantized to Q8_0/Q8_1/Q8_K first, as ggml-cpu does). Per-layer matrices are numbered role by role
@@ -61,9 +62,9 @@ def _matvec_float_act(kind, w, x, out):
 
 
 @njit(cache=True)
-def _matvec_int_dot(kind, shape, w, x, out, xq):
+def _matvec_int_dot(kind, shape, pf, w, x, out, xq):
     """Activations quantized to the weight's vec_dot_type, then integer dots in its native blocks, in
-    the kernel shape chosen for this matrix (shapes.py)."""
+    the kernel shape and prefetch distance chosen for this matrix (shapes.py, runtime/tune.py)."""
     x2, q2 = x.reshape((1, x.shape[0])), xq.reshape((1, xq.shape[0]))
     if kind == Q4_1 or kind == Q5_1:
         quantize_q8_1(x2, q2)
@@ -72,51 +73,52 @@ def _matvec_int_dot(kind, shape, w, x, out, xq):
     else:
         quantize_q8_0(x2, q2)
     if kind == Q4_0:
-        dl.matvec_q4_0(w, xq, out, shape)
+        dl.matvec_q4_0(w, xq, out, shape, pf)
     elif kind == Q4_1:
-        dl.matvec_q4_1(w, xq, out, shape)
+        dl.matvec_q4_1(w, xq, out, shape, pf)
     elif kind == Q5_0:
-        dl.matvec_q5_0(w, xq, out, shape)
+        dl.matvec_q5_0(w, xq, out, shape, pf)
     elif kind == Q5_1:
-        dl.matvec_q5_1(w, xq, out, shape)
+        dl.matvec_q5_1(w, xq, out, shape, pf)
     elif kind == Q8_0:
-        dl.matvec_q8_0(w, xq, out, shape)
+        dl.matvec_q8_0(w, xq, out, shape, pf)
     elif kind == Q2_K:
-        dk.matvec_q2_k(w, xq, out, shape)
+        dk.matvec_q2_k(w, xq, out, shape, pf)
     elif kind == Q3_K:
-        dk.matvec_q3_k(w, xq, out, shape)
+        dk.matvec_q3_k(w, xq, out, shape, pf)
     elif kind == Q4_K:
-        dk.matvec_q4_k(w, xq, out, shape)
+        dk.matvec_q4_k(w, xq, out, shape, pf)
     elif kind == Q5_K:
-        dk.matvec_q5_k(w, xq, out, shape)
+        dk.matvec_q5_k(w, xq, out, shape, pf)
     else:
-        dk.matvec_q6_k(w, xq, out, shape)
+        dk.matvec_q6_k(w, xq, out, shape, pf)
 
 
 @njit(cache=True)
-def _matvec_float_weights(kind, w, x, out):
+def _matvec_float_weights(kind, pf, w, x, out):
     if kind == F32:
         fl.matvec_f32(w.view(np.float32), x, out)
     elif kind == F16:
-        fl.matvec_f16(w.view(np.uint16), x, out)
+        fl.matvec_f16(w.view(np.uint16), x, out, pf)
     else:
-        fl.matvec_bf16(w.view(np.uint16), x, out)
+        fl.matvec_bf16(w.view(np.uint16), x, out, pf)
 
 
 @njit(cache=True)
 def matvec_any(blob, mats, m, x, out, xq, exact, int_dots):
-    """out = W_m @ x for matrix m of the table mats [n, 5] = (byte offset, rows, row bytes, kind, shape).
+    """out = W_m @ x for matrix m of the table mats [n, 6] = (byte offset, rows, row bytes, kind, shape,
+    prefetch distance in bytes: 0 for none).
     Of exact and int_dots one is True, the other None: float32 activations for every type, or 8-bit
     ones for block types. None is a type of its own, so Numba prunes the branch it guards, and a step
     compiles the kernels of one arithmetic only (both made a cold start a fifth longer)."""
-    off, rows, row_bytes, kind, shape = mats[m, 0], mats[m, 1], mats[m, 2], mats[m, 3], mats[m, 4]
+    off, rows, row_bytes, kind, shape, pf = mats[m, 0], mats[m, 1], mats[m, 2], mats[m, 3], mats[m, 4], mats[m, 5]
     w = blob[off:off + rows * row_bytes].reshape((rows, row_bytes))
     if kind <= BF16:
-        _matvec_float_weights(kind, w, x, out)
+        _matvec_float_weights(kind, pf, w, x, out)
     elif exact is not None:
         _matvec_float_act(kind, w, x, out)
     elif int_dots is not None:
-        _matvec_int_dot(kind, shape, w, x, out, xq)
+        _matvec_int_dot(kind, shape, pf, w, x, out, xq)
 
 
 @njit(cache=True)

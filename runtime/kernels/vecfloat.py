@@ -6,8 +6,10 @@ by a shift into the high half of each float, then multiplied into 16 float lanes
 the end of the row. Every product and sum is float32, in a fixed order (lane l takes elements
 l, l + 16, ...; lanes added pairwise), so results do not depend on the machine.
 
-    dot_f16(w_row_u16, x, n) -> float32      # sum_i half(w[i]) * x[i], i < n - n % 16
-    dot_bf16(w_row_u16, x, n) -> float32
+    dot_f16(w_row_u16, x, n, pf) -> float32      # sum_i half(w[i]) * x[i], i < n - n % 16
+    dot_bf16(w_row_u16, x, n, pf) -> float32
+
+pf > 0: prefetch the row's bytes that far ahead of each load (the tuned distance, runtime/tune.py).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ggq.runtime.kernels.vecir import F32, I32, _ptr, _vec
+from ggq.runtime.kernels.vecir import F32, I32, _prefetch, _ptr, _vec
 
 LANES = 16
 I16 = ir.IntType(16)
@@ -48,7 +50,7 @@ def _sum_lanes(builder, v):
 
 
 def _row_dot(widen):
-    def typer(typingctx, w, x, n):
+    def typer(typingctx, w, x, n, pf):
         if not (isinstance(w, types.Array) and w.dtype == types.uint16 and isinstance(x, types.Array)
                 and x.dtype == types.float32):
             return None
@@ -60,11 +62,12 @@ def _row_dot(widen):
             steps = builder.udiv(args[2], ir.Constant(args[2].type, LANES))
             with cgutils.for_range(builder, steps) as loop:
                 at = builder.mul(loop.index, ir.Constant(loop.index.type, LANES))
+                _prefetch(builder, builder.gep(wp, [at]), args[3])
                 h = builder.load(builder.bitcast(builder.gep(wp, [at]), _vec(I16, LANES).as_pointer()), align=1)
                 xv = builder.load(builder.bitcast(builder.gep(xp, [at]), _vec(F32, LANES).as_pointer()), align=1)
                 builder.store(builder.fadd(builder.load(acc), builder.fmul(widen(builder, h), xv)), acc)
             return _sum_lanes(builder, builder.load(acc))
-        return types.float32(w, x, n), codegen
+        return types.float32(w, x, n, types.intp), codegen
     return intrinsic(typer)
 
 

@@ -162,6 +162,17 @@ def _fma(builder, a, b, c):
     return builder.call(cgutils.get_or_insert_function(builder.module, fnty, name), [a, b, c])
 
 
+def _prefetch(builder, p, distance):
+    """Ask for the cache line `distance` bytes past p (an i64 value; read, keep in every level), or
+    nothing where distance is 0 (a branch the loop's predictor settles at once)."""
+    i8p = ir.IntType(8).as_pointer()
+    fnty = ir.FunctionType(ir.VoidType(), [i8p, I32, I32, I32])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+    with builder.if_then(builder.icmp_signed(">", distance, ir.Constant(distance.type, 0)), likely=True):
+        target = builder.gep(builder.bitcast(p, i8p), [distance])
+        builder.call(fn, [target, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+
+
 def _hsum_float_8(builder, v):
     """ggml's hsum_float_8: (high 4 + low 4), then (r0 + r2) + (r1 + r3)."""
     def pick(vec, idx):
@@ -181,12 +192,12 @@ def _legacy_rows(kind, n_rows):
     ws, at_m, _, _, _, xs = LEGACY_LAYOUT[kind]
     xq_at = 2 if xs == 34 else 4
 
-    def typer(typingctx, w, r0, row_bytes, x, nb, out):
+    def typer(typingctx, w, r0, row_bytes, x, nb, out, pf):
         if not _i8_arrays(w, x):
             return None
 
         def codegen(context, builder, sig, args):
-            w_arr, r0_v, rb, x_arr, nb_v, out_arr = args
+            w_arr, r0_v, rb, x_arr, nb_v, out_arr, pf_v = args
             xp0 = _ptr(context, builder, sig.args[3], x_arr, ir.Constant(nb_v.type, 0))
             rows = [_ptr(context, builder, sig.args[0], w_arr,
                          builder.mul(builder.add(r0_v, ir.Constant(r0_v.type, i)), rb)) for i in range(n_rows)]
@@ -199,6 +210,7 @@ def _legacy_rows(kind, n_rows):
                 sx = _half_at(builder, xp, 2) if at_m is not None else None
                 for row, acc, summ in zip(rows, accs, summs):
                     wp = builder.gep(row, [builder.mul(b, ir.Constant(b.type, ws))])
+                    _prefetch(builder, wp, pf_v)
                     lanes = builder.sitofp(_block_quads(builder, wp, xv, kind), _vec(F32, 8))
                     d = builder.fmul(_half_at(builder, wp, 0), dx)
                     d8 = builder.shuffle_vector(builder.insert_element(_vec_undef(F32, 8), d, ir.Constant(I32, 0)),
@@ -213,7 +225,7 @@ def _legacy_rows(kind, n_rows):
                     total = builder.fadd(total, builder.load(summ))
                 builder.store(total, builder.gep(out_p, [builder.add(r0_v, ir.Constant(r0_v.type, i))]))
             return context.get_dummy_value()
-        return types.none(w, types.intp, types.intp, x, types.intp, out), codegen
+        return types.none(w, types.intp, types.intp, x, types.intp, out, types.intp), codegen
     return intrinsic(typer)
 
 
@@ -261,6 +273,7 @@ def _shift_mask(builder, q, shift, mask):
 
 # value offsets: the chunk generators below return the stored unsigned values; ggml's are these minus
 K_OFFSET = {"q2_k": 0, "q3_k": 4, "q4_k": 0, "q5_k": 0, "q6_k": 32}
+K_BYTES = {"q2_k": 84, "q3_k": 110, "q4_k": 144, "q5_k": 176, "q6_k": 210}
 
 
 def _chunks_q2_k(builder, wp):
@@ -385,7 +398,7 @@ def _superblock(kind):
     block at x[xo], as one iteration of ggml_vec_dot_<kind>_q8_K_generic: updates the 8 float lane
     sums in sums[0:8] (a float32 array or lane_sums() pointer; Q2_K leaves it alone) and returns sumf with this block's scalar
     term (Q2_K: dall * isum - dmin * summs; Q4_K/Q5_K: - dmin * sumi) applied."""
-    def typer(typingctx, w, wo, x, xo, sums, sumf):
+    def typer(typingctx, w, wo, x, xo, sums, sumf, pf):
         if not _i8_arrays(w, x):
             return None
 
@@ -399,6 +412,8 @@ def _superblock(kind):
             xq = builder.gep(xp, [ir.Constant(I32, 4)])
             yd = _load(builder, xp, F32)
             sumf = args[5]
+            for line in range(0, K_BYTES[kind] + 63, 64):  # every line of the block `pf` bytes ahead
+                _prefetch(builder, builder.gep(wp, [ir.Constant(I32, line)]), args[6])
             if kind == "q2_k":
                 scale_bytes = _bytes(builder, wp, 16)
                 scales = builder.zext(builder.and_(scale_bytes, _splat(I8, 16, 15)), _vec(I32, 16))
@@ -424,7 +439,7 @@ def _superblock(kind):
                 dmin = builder.fmul(_half_at(builder, wp, 2), yd)
                 sumf = builder.fsub(sumf, builder.fmul(dmin, builder.sitofp(sumi, F32)))
             return sumf
-        return types.float32(w, types.intp, x, types.intp, sums, types.float32), codegen
+        return types.float32(w, types.intp, x, types.intp, sums, types.float32, types.intp), codegen
     return intrinsic(typer)
 
 
