@@ -31,7 +31,7 @@ MARGIN = 0.03          # a candidate must be this much faster than the current s
 ROUNDS = 3             # interleaved rounds per key; each candidate's best round counts
 MIN_ROUND_S = 0.02     # each timed round runs whole decode steps for at least this long
 KIND, SHAPE, PREFETCH = 3, 4, 5   # columns of the decode step's matrix table (decode._matrix_table)
-PREFETCH_KEY = "prefetch distance"  # the whole step's prefetch distance, cached beside the shapes
+PREFETCH_KEY = "prefetch distance"  # the whole step's prefetch distance, cached per model beside the shapes
 
 
 cache_path, enabled = tune_cache.cache_path, tune_cache.enabled
@@ -127,21 +127,27 @@ def tune(step, threads: int, force: bool = False, progress=None) -> dict:
         known[key] = {"shape": choice, "times": times}
     if to_measure or measured:
         tune_cache.write(data)
-    return {key: known[key] for key in [PREFETCH_KEY, *groups] if key in known}
+    return {key: known[key] for key in [prefetch_key(mats), *groups] if key in known}
+
+
+def prefetch_key(mats: np.ndarray) -> str:
+    """The prefetch distance's cache key: one per model (matrix count and bytes), since the best
+    distance moved with the sizes of the matrices (the hardware prefetchers' ramp on each)."""
+    return f"{PREFETCH_KEY}, {mats.shape[0]} matrices, {int((mats[:, 1] * mats[:, 2]).sum()) >> 20} MiB"
 
 
 def _tune_prefetch(step, known: dict, force: bool, progress) -> bool:
     """The step's prefetch distance, cached or measured first (the shapes are then timed with it);
     True if it was measured."""
-    rows = np.arange(step.mats.shape[0])
-    record = known.get(PREFETCH_KEY)
+    rows, key = np.arange(step.mats.shape[0]), prefetch_key(step.mats)
+    record = known.get(key)
     if record and record.get("shape") in PREFETCH_CANDIDATES and not force:
         step.mats[rows, PREFETCH] = record["shape"]
         return False
     if progress:
-        progress(PREFETCH_KEY)
+        progress(key)
     choice, times = _best_of(step, rows, PREFETCH, PREFETCH_CANDIDATES, UNTUNED_PREFETCH)
-    known[PREFETCH_KEY] = {"shape": choice, "times": times}
+    known[key] = {"shape": choice, "times": times}
     return True
 
 
@@ -150,6 +156,8 @@ def format_choices(choices: dict) -> str:
     lines = []
     for key, rec in choices.items():
         times = "  ".join(f"{c}: {t * 1e3:.2f} ms" for c, t in rec["times"].items())
-        label = "bytes" if key == PREFETCH_KEY else "shape"
-        lines.append(f"  {key:<22} {label} {rec['shape']:>3}   ({times})")
+        if key.startswith(PREFETCH_KEY):
+            lines.append(f"  {key}: {rec['shape']} bytes   ({times})")
+        else:
+            lines.append(f"  {key:<22} shape {rec['shape']:>3}   ({times})")
     return "\n".join(lines)

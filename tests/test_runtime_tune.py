@@ -61,7 +61,7 @@ def test_tuned_shapes_are_candidates_cached_and_change_no_bits(q4_1_gguf, tune_c
             record = section[tune.matrix_key(mats, m)]
             assert record["shape"] == shapes[m]
             assert sorted(int(c) for c in record["times"]) == sorted(CANDIDATES[family])
-    prefetch = section[tune.PREFETCH_KEY]  # one distance for the whole step, every candidate timed
+    prefetch = section[tune.prefetch_key(mats)]  # one distance for the whole step, every candidate timed
     assert sorted(int(c) for c in prefetch["times"]) == sorted(PREFETCH_CANDIDATES)
     assert np.all(mats[:, tune.PREFETCH] == prefetch["shape"])
 

@@ -32,9 +32,10 @@ FAMILY: dict[str, str] = {
 }
 
 # Software prefetch distance of the decode matvecs, in bytes ahead of each weight load (0: none; the
-# untuned choice). One value for a whole step: it is a property of the memory system more than of a
-# matrix. On 2 Zen 5 cores 4096 took the shared model's Q8_0 decode from 158 to 231 tok/s and F16
-# from 110 to 128, where the hardware prefetchers ramp up on every small matrix again; the 1.1B files'
-# large matrices did not change. Like a shape, it changes speed only.
+# untuned choice). One value for a whole step, measured per model. On 2 Zen 5 cores, decode steps
+# interleaved in one process (tok/s at 0 / 1024 / 4096 / 16384): shared model Q8_0 123 / 142 / 167 /
+# 185, Q6_K 161 / 177 / 187 / 192, Q4_0 128 / 169 / 187 / 165, F16 122 / 124 / 124 / 123; 1.1B q4_k_m
+# 37.1 / 37.7 / 42.3 / 41.4: the hardware prefetchers ramp up again on every small matrix. Like a
+# shape, it changes speed only.
 PREFETCH_CANDIDATES = (0, 1024, 4096, 16384)
 UNTUNED_PREFETCH = 0
