@@ -92,7 +92,7 @@ class GgqCalibration:
 
     def get(self):
         import pickle
-        cache = WORK / "ggq-calibration.pkl"
+        cache = WORK / "ggq-calibration-v2.pkl"  # v2: with attn_v's attention-weighted grams
         if self._stats is None and cache.is_file():
             self._stats = pickle.loads(cache.read_bytes())
         if self._stats is None:

@@ -131,9 +131,18 @@ def prepare(quant: QuantOptions, ckpt, quiet: bool = False, collected=None):
         if qt.name in ("F32", "F16", "BF16") or importance is None:
             return plain_encode(name, values, qt)
         if method in ("gptq", "gptq-imatrix"):
-            from ggq.convert.gptq import gptq_quantize
-            fixed = importance if method == "gptq-imatrix" else None
-            return gptq_quantize(values, stats.gram(name), qt, importance=fixed)
+            return _gptq(name, values, qt, stats, importance if method == "gptq-imatrix" else None)
         return quantize(values, qt, importance)
 
     return encode, metadata
+
+
+def _gptq(name: str, values, qt, stats, importance):
+    """GPTQ through the weight's Hessian: one XᵀX for all rows, or per row group where the statistics
+    have one (attn_v per kv head, weighted by the attention that reads it: convert/attention_gram.py)."""
+    import numpy as np
+    from ggq.convert.gptq import gptq_quantize
+    parts = stats.row_grams(name) if hasattr(stats, "row_grams") else None  # plain InputStatistics: none
+    if not parts:
+        return gptq_quantize(values, stats.gram(name), qt, importance=importance)
+    return np.concatenate([gptq_quantize(values[r0:r1], h, qt, importance=importance) for r0, r1, h in parts])

@@ -47,13 +47,28 @@ class SourceModel:
 
 def calibrate(metadata: dict, sources: Sequence, text: str, n_ctx: int = 512, n_chunks: int = -1,
               gram: bool = False, progress: Callable[[int, int], None] | None = None):
-    """Run the calibration text through the checkpoint in float32: (InputStatistics, chunks run)."""
-    from ggq.runtime.imatrix import collect
+    """Run the calibration text through the checkpoint in float32: (Statistics, chunks run). With gram,
+    XᵀX of every block input and attn_v's attention-weighted ones (convert/attention_gram.py)."""
+    from ggq.convert.attention_gram import Statistics
+    from ggq.runtime.kld import bos_for, chunk_logits, chunked_tokens
     from ggq.runtime.model import Transformer
     from ggq.runtime.tokenizer import Tokenizer
     model = SourceModel(metadata, sources)
     try:
         tf = Transformer(model, ctx_size=n_ctx)
-        return collect(tf, Tokenizer.from_metadata(model.metadata), text, n_ctx, n_chunks, gram, progress)
+        tokenizer = Tokenizer.from_metadata(model.metadata)
+        tokens = chunked_tokens(tokenizer, text, n_ctx, n_chunks)
+        n = len(tokens) // n_ctx
+        stats = Statistics(gram, tf, model)
+        tf.input_observer = stats
+        try:
+            for c in range(n):  # runtime.imatrix.collect's loop, each chunk's end marked for the attention grams
+                chunk_logits(tf, tokens[c * n_ctx:(c + 1) * n_ctx], bos_for(tokenizer))
+                stats.end_chunk()
+                if progress:
+                    progress(c + 1, n)
+        finally:
+            tf.input_observer = None
+        return stats, n
     finally:
         model.close()
