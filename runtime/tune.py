@@ -8,7 +8,7 @@ timed alone sits in the L2; in decode it streams from memory behind all the othe
 grouped by key (type, rows, bytes per row); for each key, largest first, every candidate shape is
 timed with the other keys at their current best, in interleaved rounds, and kept only if it beats
 the current one by more than MARGIN (run-to-run noise here is a few per cent: a tie keeps the untuned
-shape). Before the shapes, one software prefetch distance for the whole step is chosen the same way
+shape). After the shapes, one software prefetch distance for the whole step is chosen the same way
 (shapes.PREFETCH_CANDIDATES). Every choice gives the same bits, so tuning changes speed only.
 
 Results are cached per CPU (model name, Numba's target CPU and the integer-dot forms compiled), thread
@@ -30,6 +30,7 @@ from ggq.runtime.kernels.step import KINDS
 MARGIN = 0.03          # a candidate must be this much faster than the current shape to replace it
 ROUNDS = 3             # interleaved rounds per key; each candidate's best round counts
 MIN_ROUND_S = 0.02     # each timed round runs whole decode steps for at least this long
+WARM_UP_S = 5.0        # at most this long of untimed steps before the first measurement
 KIND, SHAPE, PREFETCH = 3, 4, 5   # columns of the decode step's matrix table (decode._matrix_table)
 PREFETCH_KEY = "prefetch distance"  # the whole step's prefetch distance, cached per model beside the shapes
 
@@ -72,6 +73,18 @@ def _time_steps(step, pos: int) -> float:
             return elapsed / n
 
 
+def _warm_up(step) -> None:
+    """Run steps until they stop getting faster (by 10 %), at most WARM_UP_S. A file the page cache let
+    go (or memory the VM handed back to its host) is slow for the first passes: on this machine a
+    1.1 GB model's first seconds of steps ran 3x slower, and timed, that chose a wrong distance."""
+    start, last = time.perf_counter(), float("inf")
+    while time.perf_counter() - start < WARM_UP_S:
+        now = _time_steps(step, step.spare_position)
+        if now > 0.9 * last:
+            return
+        last = now
+
+
 def _best_of(step, rows: np.ndarray, column: int, candidates, untuned: int) -> tuple[int, dict]:
     """Best value of step.mats[rows, column] among candidates, timed in interleaved rounds; a value
     replaces the untuned one only if it is faster by more than MARGIN."""
@@ -111,7 +124,6 @@ def tune(step, threads: int, force: bool = False, progress=None) -> dict:
         return {}
     data = tune_cache.read()
     known = _section(data, threads)
-    measured = _tune_prefetch(step, known, force, progress)
     groups = _keys_by_size(mats)
     family = {key: FAMILY[KINDS[mats[rows[0], KIND]]] for key, rows in groups.items()}
     for key, rows in groups.items():  # cached choices first: the measured keys then see them
@@ -120,12 +132,15 @@ def tune(step, threads: int, force: bool = False, progress=None) -> dict:
         if key in known and not force:
             mats[rows, SHAPE] = known[key]["shape"]
     to_measure = [key for key in groups if len(CANDIDATES[family[key]]) > 1 and (force or key not in known)]
+    if to_measure:
+        _warm_up(step)
     for key in to_measure:
         if progress:
             progress(key)
         choice, times = _tune_key(step, groups[key], family[key], step.spare_position)
         known[key] = {"shape": choice, "times": times}
-    if to_measure or measured:
+    measured = _tune_prefetch(step, known, force, progress)  # with the shapes chosen (the untuned 32-row
+    if to_measure or measured:                               # steps ran Q8_0 at a third of the speed)
         tune_cache.write(data)
     return {key: known[key] for key in [prefetch_key(mats), *groups] if key in known}
 
@@ -137,13 +152,13 @@ def prefetch_key(mats: np.ndarray) -> str:
 
 
 def _tune_prefetch(step, known: dict, force: bool, progress) -> bool:
-    """The step's prefetch distance, cached or measured first (the shapes are then timed with it);
-    True if it was measured."""
+    """The step's prefetch distance, cached or measured with the shapes as chosen; True if measured."""
     rows, key = np.arange(step.mats.shape[0]), prefetch_key(step.mats)
     record = known.get(key)
     if record and record.get("shape") in PREFETCH_CANDIDATES and not force:
         step.mats[rows, PREFETCH] = record["shape"]
         return False
+    _warm_up(step)
     if progress:
         progress(key)
     choice, times = _best_of(step, rows, PREFETCH, PREFETCH_CANDIDATES, UNTUNED_PREFETCH)
