@@ -62,16 +62,58 @@ def pack(matrices: list[tuple[str, np.ndarray]], per_launch_unit: int = 1):
 
 
 def matvec(views, segs, n_rows, x, prep, norm_w=None, up=None, out=None, accumulate=False, softcap=0.0,
-           blocks=None):
+           blocks=None, int_dots=False, sumsq=None, ss_in=-1, ss_out=-1):
     x = x.reshape(1, -1).astype(np.float32)
     d_out = cuda.to_device(np.zeros((1, n_rows), np.float32) if out is None else out.reshape(1, -1))
     norm_w = np.ones(x.shape[1], np.float32) if norm_w is None else norm_w
     up = x if up is None else up.reshape(1, -1)
     blocks = blocks or -(-n_rows // kn.MATVEC_WARPS)
-    mv.matvec[(blocks,), kn.MATVEC_WARPS * kn.WARP, 0, kn.padded(x.shape[1]) * 4](
+    sumsq = cuda.to_device(np.zeros(2)) if sumsq is None else sumsq
+    kernel = mv.matvec_int if int_dots else mv.matvec
+    kernel[(blocks,), kn.MATVEC_WARPS * kn.WARP, 0, mv.shared_bytes(x.shape[1], int_dots)](
         segs, *mv.matvec_args(views), cuda.to_device(x), cuda.to_device(up), cuda.to_device(norm_w), 1e-6, prep, d_out,
-        accumulate, softcap)
+        accumulate, softcap, sumsq, ss_in, ss_out)
     return d_out.copy_to_host()[0].astype(np.float64)
+
+
+def q8_blocks(x: np.ndarray) -> np.ndarray:
+    """x as the integer path rounds it: int8 blocks of 32, scale max|x| / 127 (ggml's q8_1), as float64."""
+    b = x.astype(np.float32).reshape(-1, 32)
+    amax = np.abs(b).max(1, keepdims=True)
+    d = amax / np.float32(127)
+    inv = np.where(amax > 0, np.float32(127) / np.where(amax > 0, amax, 1), 0).astype(np.float32)
+    return (np.round(b * inv) * d).astype(np.float64).reshape(-1)
+
+
+@pytest.mark.parametrize("qtype", ["Q4_K", "Q6_K", "Q5_0", "Q8_0"])
+def test_matvec_integer_dots_match_int8_rounded_activations(qtype):
+    """The dp4a row functions (the simulator's Python dp4a): 3 rows of 512 columns, then an F16 matrix in
+    the same launch (no integer row function: it dots the float activations), against float64 products
+    of the dequantized weights with x rounded as the kernel rounds it."""
+    rng = np.random.default_rng(11)
+    views, segs, w = pack([(qtype, rng.standard_normal((3, 512)).astype(np.float32)),
+                           ("F16", rng.standard_normal((2, 512)).astype(np.float32))])
+    x = rng.standard_normal(512).astype(np.float32)
+    got = matvec(views, segs, 5, x, kn.PREP_COPY, int_dots=True)
+    expected = np.concatenate([w[:3] @ q8_blocks(x), w[3:] @ x.astype(np.float64)])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
+    assert np.abs(got[:3] - w[:3] @ x).max() > 1e-6        # it did round x
+
+
+def test_matvec_norm_from_summed_squares_and_squares_out():
+    """PREP_NORM_SS normalizes by sumsq[ss_in] instead of reducing x itself; ss_out adds the squares of
+    what it stored (after accumulate) to sumsq[ss_out]."""
+    rng = np.random.default_rng(12)
+    views, segs, w = pack([("Q8_0", rng.standard_normal((5, 64)).astype(np.float32))])
+    x, norm_w = rng.standard_normal(64).astype(np.float32), rng.uniform(0.5, 1.5, 64).astype(np.float32)
+    start = rng.standard_normal(5).astype(np.float32)
+    sumsq = cuda.to_device(np.array([float((x.astype(np.float64) ** 2).sum()), 0.5]))
+    got = matvec(views, segs, 5, x, kn.PREP_NORM_SS, norm_w=norm_w, out=start.copy(), accumulate=True,
+                 sumsq=sumsq, ss_in=0, ss_out=1, blocks=2)
+    expected = matvec(views, segs, 5, x, kn.PREP_NORM, norm_w=norm_w, out=start.copy(), accumulate=True)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(sumsq.copy_to_host()[1], 0.5 + (got.astype(np.float32).astype(np.float64) ** 2).sum(),
+                               rtol=1e-12)
 
 
 def test_matvec_dots_every_block_format_as_gguf_py_dequantizes_it():
@@ -134,8 +176,12 @@ def test_embed_dequantizes_token_rows_times_the_scale():
     rng = np.random.default_rng(3)
     views, segs, w = pack([("Q6_K", rng.standard_normal((4, 256)).astype(np.float32))])
     x = cuda.to_device(np.zeros((2, 256), np.float32))
-    kn.embed[(2,), kn.THREADS](cuda.to_device(np.array([3, 1], np.int64)), segs, *views.args(), np.float32(2.0), x)
+    sumsq = cuda.to_device(np.ones(3))
+    kn.embed[(2,), kn.THREADS](cuda.to_device(np.array([3, 1], np.int64)), segs, *views.args(), np.float32(2.0), x,
+                               sumsq)
     np.testing.assert_allclose(x.copy_to_host(), 2.0 * w[[3, 1]], rtol=1e-6, atol=1e-6)
+    x0 = x.copy_to_host()[0].astype(np.float64)
+    np.testing.assert_allclose(sumsq.copy_to_host(), [(x0 * x0).sum(), 0, 0], rtol=1e-12)
 
 
 def _cpu_attention(qkv, kc, vc, pos0, n_head, n_kv, hd, inv_freq, neox, bias, q_norm, k_norm, window, eps):
@@ -182,6 +228,35 @@ def test_qkv_finish_and_attention_match_the_cpu_kernels(neox, extras, window, po
                                               d_v, dims, flags, eps, 1 / math.sqrt(hd))
     att = cuda.device_array((n, n_head * hd), np.float32)
     at.attend[(n, n_head), 32](d_qkv, d_k, d_v, state, window, cuda.device_array((n, n_head, ctx), np.float32), att)
+    kc2, vc2, expected = _cpu_attention(qkv, kc, vc, pos0, n_head, n_kv, hd, inv_freq, neox, bias,
+                                        q_norm if extras else None, k_norm, window, eps)
+    np.testing.assert_allclose(d_k.copy_to_host(), kc2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(d_v.copy_to_host(), vc2, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(att.copy_to_host(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("neox, extras, window, pos0, hd", [(False, False, 0, 2, 16), (True, True, 2, 9, 16),
+                                                          (False, False, 0, 21, 48), (True, True, 13, 21, 32)])
+def test_decode_attention_matches_the_cpu_kernels(neox, extras, window, pos0, hd):
+    """attend_decode (qkv finishing and attention in one kernel) for one token after pos0 cached ones,
+    against the CPU kernels: several rounds of POS_UNROLL positions, heads of more than 32 values (two
+    per lane, the second partly past hd), 2 q heads per kv head."""
+    rng = np.random.default_rng(6)
+    n_head, n_kv, ctx, eps = 4, 2, pos0 + 3, 1e-6
+    width = (n_head + 2 * n_kv) * hd
+    qkv = rng.standard_normal((1, width)).astype(np.float32)
+    kc, vc = (np.zeros((n_kv, ctx, hd), np.float32) for _ in range(2))
+    kc[:, :pos0], vc[:, :pos0] = rng.standard_normal((2, n_kv, pos0, hd))
+    inv_freq = 10000.0 ** -(np.arange(0, hd, 2) / hd)
+    bias = rng.standard_normal(width).astype(np.float32) if extras else np.zeros(width, np.float32)
+    q_norm, k_norm = (rng.uniform(0.5, 1.5, hd).astype(np.float32) for _ in range(2))
+    d_k, d_v = cuda.to_device(kc), cuda.to_device(vc)
+    att = cuda.device_array((1, n_head * hd), np.float32)
+    at.attend_decode(hd)[(n_head,), at.ATT_WARPS * kn.WARP](
+        cuda.to_device(qkv), cuda.to_device(bias), cuda.to_device(q_norm), cuda.to_device(k_norm),
+        cuda.to_device(inv_freq), 1.0, cuda.to_device(np.array([0, pos0, 0], np.int64)), d_k, d_v,
+        cuda.to_device(np.array([n_head, n_kv, hd, hd // 2], np.int64)),
+        cuda.to_device(np.array([extras, extras, neox], np.int64)), eps, 1 / math.sqrt(hd), window, att)
     kc2, vc2, expected = _cpu_attention(qkv, kc, vc, pos0, n_head, n_kv, hd, inv_freq, neox, bias,
                                         q_norm if extras else None, k_norm, window, eps)
     np.testing.assert_allclose(d_k.copy_to_host(), kc2, rtol=1e-5, atol=1e-6)

@@ -5,13 +5,51 @@ state[1] in device memory (see kernels.py).
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 from numba import cuda, float32, float64
 
-from ggq.runtime.cuda.kernels import ARGMAX_THREADS, WARP, _block_max, _block_sum
+from ggq.runtime.cuda.kernels import ARGMAX_THREADS, SCRATCH, SIMULATED, WARP, _block_max, _block_sum, _warp_allsum
 
 MAX_HEAD_DIM = 256
+device = cuda.jit(device=True, inline=True)
+
+
+@device
+def _load_head(qkv, t, col0, bias, has_bias, hd, vec):
+    """vec[:hd] = qkv[t, col0:col0 + hd] (+ bias); the caller syncs."""
+    for d in range(cuda.threadIdx.x, hd, cuda.blockDim.x):
+        vec[d] = qkv[t, col0 + d] + (bias[col0 + d] if has_bias else float32(0.0))
+
+
+@device
+def _head_norm(vec, hd, norm, eps, red):
+    """vec[:hd] = rmsnorm(vec) * norm (qk_norm), summed in float64 as the CPU runtime does; every thread
+    of the block takes part (block sums), and the result is synced."""
+    tid, nt = cuda.threadIdx.x, cuda.blockDim.x
+    ss = float64(0.0)
+    for d in range(tid, hd, nt):
+        ss += float64(vec[d]) * float64(vec[d])
+    inv = float32(1.0 / math.sqrt(_block_sum(ss, red) / hd + eps))
+    for d in range(tid, hd, nt):
+        vec[d] = vec[d] * inv * norm[d]
+    cuda.syncthreads()
+
+
+@device
+def _rope_pair(vec, i, half, neox, c, s):
+    ia, ib = (i, i + half) if neox else (2 * i, 2 * i + 1)
+    a, b = vec[ia], vec[ib]
+    vec[ia] = a * c - b * s
+    vec[ib] = a * s + b * c
+
+
+@device
+def _angle(pos, pos_scale, inv_freq, i):
+    """cos and sin of pair i's angle at pos, in float64 as the CPU runtime's rope, rounded to float32."""
+    angle = float64(pos) * pos_scale * inv_freq[i]
+    return float32(math.cos(angle)), float32(math.sin(angle))
 
 
 @cuda.jit
@@ -20,35 +58,22 @@ def qkv_finish(qkv, bias, q_norm, k_norm, inv_freq, pos_scale, state, k_cache, v
     """For token t = blockIdx.x and head blockIdx.y of q, k or v (in that order along qkv[t]):
     + bias; q and k: RMSNorm per head (qk_norm), rope by position state[1] + t, q times attn_scale;
     k and v are then written to the cache at that position. dims = (n_head, n_kv, head_dim, rope pairs),
-    flags = (qkv_bias, qk_norm, neox)."""
+    flags = (qkv_bias, qk_norm, neox). The prompt path's; decode runs attend_decode, which does the same."""
     vec = cuda.shared.array(MAX_HEAD_DIM, float32)
     red = cuda.shared.array(WARP, float64)
     t, head, tid = cuda.blockIdx.x, cuda.blockIdx.y, cuda.threadIdx.x
     n_head, n_kv, hd, half = dims[0], dims[1], dims[2], dims[3]
     col0 = head * hd
-    for d in range(tid, hd, cuda.blockDim.x):
-        vec[d] = qkv[t, col0 + d] + (bias[col0 + d] if flags[0] else float32(0.0))
+    _load_head(qkv, t, col0, bias, flags[0], hd, vec)
     cuda.syncthreads()
     is_v = head >= n_head + n_kv
     pos = state[1] + t
     if not is_v:
         if flags[1]:
-            ss = float64(0.0)
-            for d in range(tid, hd, cuda.blockDim.x):
-                ss += float64(vec[d]) * float64(vec[d])
-            inv = float32(1.0 / math.sqrt(_block_sum(ss, red) / hd + eps))
-            norm = q_norm if head < n_head else k_norm
-            for d in range(tid, hd, cuda.blockDim.x):
-                vec[d] = vec[d] * inv * norm[d]
-            cuda.syncthreads()
-        p = float64(pos) * pos_scale
+            _head_norm(vec, hd, q_norm if head < n_head else k_norm, eps, red)
         for i in range(tid, half, cuda.blockDim.x):
-            angle = p * inv_freq[i]
-            c, s = float32(math.cos(angle)), float32(math.sin(angle))
-            ia, ib = (i, i + half) if flags[2] else (2 * i, 2 * i + 1)
-            a, b = vec[ia], vec[ib]
-            vec[ia] = a * c - b * s
-            vec[ib] = a * s + b * c
+            c, s = _angle(pos, pos_scale, inv_freq, i)
+            _rope_pair(vec, i, half, flags[2], c, s)
         cuda.syncthreads()
     for d in range(tid, hd, cuda.blockDim.x):
         if head < n_head:
@@ -133,6 +158,116 @@ def attend(qkv, k_cache, v_cache, state, window, scores, out):
         for k in range(1, groups):
             acc += parts[tid + k * hd]
         out[t, head * hd + tid] = acc * inv_total
+
+
+# warps of a decode attention block, each its own share of positions (at most MAX_WARPS)
+ATT_WARPS = 1 if SIMULATED else int(os.environ.get("GGQ_CUDA_ATT_WARPS", 8))
+MAX_WARPS = 16
+POS_UNROLL = 4                       # positions a warp takes a round: their k and v loads issue together
+
+
+def _decode_attention(nd: int):
+    """attend_decode for heads of nd * 32 values or fewer (nd a constant, so that a lane's values of q, of
+    the round's keys and values and of its output stay in registers)."""
+    @cuda.jit
+    def attend_decode(qkv, bias, q_norm, k_norm, inv_freq, pos_scale, state, k_cache, v_cache, dims, flags, eps,
+                      attn_scale, window, out):
+        """Decode (one token at p = state[1]): for q head blockIdx.x, qkv_finish's work on its q and on its
+        kv head's k and v (every q head of a group writes the same k and v into the cache: same bits, so
+        the race is harmless), then softmax(q . K[lo:p+1]) V.
+
+        Why one kernel: qkv_finish and attend were two launches a layer waiting on each other, and attend
+        waited a memory round trip per load. Here each warp takes POS_UNROLL positions a round, lane l
+        holding values l, l + 32, ... of the head: all k and v loads of a round issue at once, a warp-wide
+        butterfly sums each score, and the softmax is kept online (running max and sum per warp); the
+        warps' partial results are merged at the end."""
+        qs = cuda.shared.array(MAX_HEAD_DIM, float32)
+        ks = cuda.shared.array(MAX_HEAD_DIM, float32)
+        vs = cuda.shared.array(MAX_HEAD_DIM, float32)
+        red = cuda.shared.array(WARP, float64)
+        w_max = cuda.shared.array(WARP, float32)
+        w_sum = cuda.shared.array(WARP, float32)
+        w_acc = cuda.shared.array((MAX_WARPS, MAX_HEAD_DIM), float32)
+        scratch = cuda.shared.array(SCRATCH, float32)
+        head, tid, nt = cuda.blockIdx.x, cuda.threadIdx.x, cuda.blockDim.x
+        n_head, n_kv, hd, half = dims[0], dims[1], dims[2], dims[3]
+        g = head // (n_head // n_kv)
+        p = state[1]
+        _load_head(qkv, 0, head * hd, bias, flags[0], hd, qs)
+        _load_head(qkv, 0, (n_head + g) * hd, bias, flags[0], hd, ks)
+        _load_head(qkv, 0, (n_head + n_kv + g) * hd, bias, flags[0], hd, vs)
+        cuda.syncthreads()
+        if flags[1]:
+            _head_norm(qs, hd, q_norm, eps, red)
+            _head_norm(ks, hd, k_norm, eps, red)
+        for i in range(tid, half, nt):
+            c, s = _angle(p, pos_scale, inv_freq, i)
+            _rope_pair(qs, i, half, flags[2], c, s)
+            _rope_pair(ks, i, half, flags[2], c, s)
+        cuda.syncthreads()
+        for d in range(tid, hd, nt):
+            k_cache[g, p, d] = ks[d]
+            v_cache[g, p, d] = vs[d]
+        cuda.syncthreads()                  # the block's own cache writes are visible to it after this
+        lane, warp, warps = tid % WARP, tid // WARP, nt // WARP
+        q = cuda.local.array(nd, float32)
+        acc = cuda.local.array(nd, float32)
+        for m in range(nd):
+            d = lane + WARP * m
+            q[m] = qs[min(d, hd - 1)] * attn_scale if d < hd else float32(0.0)    # q is 0 past hd
+            acc[m] = 0.0
+        lo = max(0, p - window + 1) if window > 0 else 0
+        best, total = float32(-np.inf), float32(0.0)
+        kr = cuda.local.array((POS_UNROLL, nd), float32)
+        vr = cuda.local.array((POS_UNROLL, nd), float32)
+        for base in range(lo + warp * POS_UNROLL, p + 1, warps * POS_UNROLL):    # warp-uniform trip count
+            for u in range(POS_UNROLL):
+                jc = min(base + u, p)       # loads clamped, never skipped, so that they all issue together
+                for m in range(nd):
+                    d = min(lane + WARP * m, hd - 1)
+                    kr[u, m] = k_cache[g, jc, d]
+                    vr[u, m] = v_cache[g, jc, d]
+            for u in range(POS_UNROLL):
+                s = float32(0.0)
+                for m in range(nd):
+                    s += q[m] * kr[u, m]
+                s = _warp_allsum(s, scratch)
+                if base + u <= p:
+                    new_best = max(best, s)
+                    fade, e = math.exp(best - new_best), math.exp(s - new_best)
+                    total = total * fade + e
+                    for m in range(nd):
+                        acc[m] = acc[m] * fade + e * vr[u, m]
+                    best = new_best
+        if lane == 0:
+            w_max[warp], w_sum[warp] = best, total
+        for m in range(nd):
+            if lane + WARP * m < hd:
+                w_acc[warp, lane + WARP * m] = acc[m]
+        cuda.syncthreads()
+        top = w_max[0]
+        for w in range(1, warps):
+            top = max(top, w_max[w])
+        den = float32(0.0)
+        for w in range(warps):
+            den += w_sum[w] * math.exp(w_max[w] - top)      # a warp that saw no position: 0 * exp(-inf)
+        for d in range(tid, hd, nt):
+            num = float32(0.0)
+            for w in range(warps):
+                num += w_acc[w, d] * math.exp(w_max[w] - top)
+            out[0, head * hd + d] = num / den
+    return attend_decode
+
+
+_DECODE_KERNELS = {}
+
+
+def attend_decode(head_dim: int):
+    """The decode attention kernel for heads of head_dim values (compiled once per size class)."""
+    nd = -(-head_dim // WARP)
+    if nd not in _DECODE_KERNELS:
+        _DECODE_KERNELS[nd] = _decode_attention(nd)
+    return _DECODE_KERNELS[nd]
 
 
 @cuda.jit

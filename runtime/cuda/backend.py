@@ -12,6 +12,8 @@ token id and its position travel in `state` (3 int64 on the device: token, posit
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from numba import cuda
 
@@ -39,6 +41,7 @@ class Buffers:
         self.scores = cuda.device_array((BATCH, p.n_head, ctx), f32)
         self.ids = cuda.device_array(BATCH, np.int64)
         self.state = cuda.to_device(np.zeros(3, np.int64))
+        self.sumsq = cuda.to_device(np.zeros(2 * p.n_layer + 1, np.float64))   # see CudaBackend._decode_launches
         cache = (p.n_layer, p.n_head_kv, ctx, hd)
         self.k_cache = cuda.to_device(np.zeros(cache, f32))
         self.v_cache = cuda.to_device(np.zeros(cache, f32))
@@ -65,6 +68,11 @@ class CudaBackend:
         self.host_state = cuda.pinned_array(3, np.int64)
         self.host_logits = cuda.pinned_array((1, p.n_vocab), np.float32)
         self.sm_count = _sm_count()
+        self.per_sm = int(os.environ.get("GGQ_CUDA_PER_SM", 4))
+        # int8 activations with dp4a, as the CPU runtime's default path; exact=True keeps float32 ones
+        ints = os.environ.get("GGQ_CUDA_INT", "1") == "1"
+        self.int_dots = ints and not tf.exact and p.n_embd % mv.QBLOCK == 0 and p.n_ff % mv.QBLOCK == 0
+        self.sumsq_norms = not p.spec.post_norms   # gemma3's post-norms write x in their own kernel
         self.replay = Replay(self._decode_launches())
         self._captured = False
 
@@ -88,32 +96,48 @@ class CudaBackend:
         return [Launch(kn.add_rmsnorm, (n,), kn.ROW_THREADS, 0, (self.b.x, self.b.h, self.w.vec[name][i], self.eps))]
 
     # ---- decode: one token, a fixed list of launches -------------------------------------------------
-    def _matvec(self, mats, x, up, norm_w, prep, out, accumulate, softcap=0.0) -> Launch:
-        grid = mv.launch_blocks(mats.rows, kn.MATVEC_WARPS, self.sm_count)
-        shared = kn.padded(x.shape[1]) * 4
-        return Launch(mv.matvec, (grid,), kn.MATVEC_WARPS * kn.WARP, shared,
+    def _matvec(self, mats, x, up, norm_w, prep, out, accumulate, softcap=0.0, ss_in=-1, ss_out=-1,
+                int_dots=False) -> Launch:
+        grid = mv.launch_blocks(mats.rows, kn.MATVEC_WARPS, self.sm_count, self.per_sm)
+        kernel = mv.matvec_int if int_dots else mv.matvec
+        return Launch(kernel, (grid,), kn.MATVEC_WARPS * kn.WARP, mv.shared_bytes(x.shape[1], int_dots),
                       (mats.matvec, *mv.matvec_args(self.w.views), x, up, norm_w, self.eps, prep, out, accumulate,
-                       softcap))
+                       softcap, self.b.sumsq, ss_in, ss_out))
+
+    def _decode_attention(self, i: int) -> Launch:
+        p, b, v = self.params, self.b, self.w.vec
+        return Launch(at.attend_decode(p.head_dim), (p.n_head,), at.ATT_WARPS * kn.WARP, 0,
+                      (b.qkv[0:1], v["bias"][i], v["q_norm"][i], v["k_norm"][i], v["inv_freq"][i],
+                       self.w.pos_scale[i], b.state, b.k_cache[i], b.v_cache[i], b.dims, b.flags, self.eps,
+                       self.attn_scale, self.w.window[i], b.att[0:1]))
 
     def _decode_launches(self) -> list[Launch]:
+        """The step's launches. Norms of the residual x take x's sum of squares from b.sumsq: slot 2i is
+        x entering layer i (written by embed, then by the previous layer's down matvec), 2i + 1 x after
+        layer i's attention (written by wo), 2 n_layer the final x; the matvecs that read x normalize it
+        without a reduction of their own first (one dependent round trip less per launch)."""
         p, b, w, v = self.params, self.b, self.w, self.w.vec
         one = slice(0, 1)
         x, h, qkv, att, gu = b.x[one], b.h[one], b.qkv[one], b.att[one], b.gu[one]
         gate, up = gu[:, :p.n_ff], gu[:, p.n_ff:]
-        post = p.spec.post_norms
+        post, ss, ints = p.spec.post_norms, self.sumsq_norms, self.int_dots
+        norm = kn.PREP_NORM_SS if ss else kn.PREP_NORM
         act = kn.PREP_GELU if self.gelu else kn.PREP_SILU
         plan = [Launch(kn.embed, (1,), kn.THREADS, 0, (b.state[0:1], w.embed, *w.views.args(),
-                                                       np.float32(p.embed_scale), x))]
+                                                       np.float32(p.embed_scale), x, b.sumsq))]
         for i in range(p.n_layer):
-            plan.append(self._matvec(w.qkv[i], x, x, v["attn_norm"][i], kn.PREP_NORM, qkv, False))
-            plan += self._attention_launches(i, 1)
-            plan.append(self._matvec(w.wo[i], att, att, v["attn_norm"][i], kn.PREP_COPY, h if post else x, not post))
+            plan.append(self._matvec(w.qkv[i], x, x, v["attn_norm"][i], norm, qkv, False, ss_in=2 * i, int_dots=ints))
+            plan.append(self._decode_attention(i))
+            plan.append(self._matvec(w.wo[i], att, att, v["attn_norm"][i], kn.PREP_COPY, h if post else x, not post,
+                                     ss_out=2 * i + 1 if ss else -1, int_dots=ints))
             plan += self._post_norm("attn_post", i, 1)
-            plan.append(self._matvec(w.gate_up[i], x, x, v["ffn_norm"][i], kn.PREP_NORM, gu, False))
-            plan.append(self._matvec(w.down[i], gate, up, v["ffn_norm"][i], act, h if post else x, not post))
+            plan.append(self._matvec(w.gate_up[i], x, x, v["ffn_norm"][i], norm, gu, False, ss_in=2 * i + 1,
+                                     int_dots=ints))
+            plan.append(self._matvec(w.down[i], gate, up, v["ffn_norm"][i], act, h if post else x, not post,
+                                     ss_out=2 * i + 2 if ss else -1, int_dots=ints))
             plan += self._post_norm("ffn_post", i, 1)
-        plan.append(self._matvec(w.output, x, x, v["output_norm"][0], kn.PREP_NORM, b.logits[one], False,
-                                 self.softcap))
+        plan.append(self._matvec(w.output, x, x, v["output_norm"][0], norm, b.logits[one], False, self.softcap,
+                                 ss_in=2 * p.n_layer, int_dots=ints))
         plan.append(Launch(at.argmax_token, (1,), kn.ARGMAX_THREADS, 0, (b.logits[one], b.state)))
         return plan
 
@@ -155,7 +179,7 @@ class CudaBackend:
         p, b, w, v = self.params, self.b, self.w, self.w.vec
         post = p.spec.post_norms
         plan = [Launch(kn.embed, (n,), kn.THREADS, 0, (b.ids, w.embed, *w.views.args(), np.float32(p.embed_scale),
-                                                       b.x))]
+                                                       b.x, b.sumsq))]
         for i in range(p.n_layer):
             plan.append(Launch(kn.rmsnorm_rows, (n,), kn.ROW_THREADS, 0, (b.x, v["attn_norm"][i], self.eps, b.h)))
             plan.append(self._matmul(w.qkv[i], b.h, n, b.qkv, False))

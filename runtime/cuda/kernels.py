@@ -12,6 +12,7 @@ launch is needed for either.
 from __future__ import annotations
 
 import math
+import os
 
 from numba import config, cuda, float32, float64
 
@@ -21,11 +22,13 @@ WARP = 32
 # Numba's CUDA simulator runs a Python thread per GPU thread: there, blocks are made smaller (the kernels
 # are written for any block size that is a multiple of 32)
 SIMULATED = config.ENABLE_CUDASIM
-MATVEC_WARPS = 2 if SIMULATED else 8    # rows per matvec block (one warp a row)
+MATVEC_WARPS = 2 if SIMULATED else int(os.environ.get("GGQ_CUDA_WARPS", 8))  # rows per matvec block (a warp a row)
 THREADS = 32 if SIMULATED else 128      # threads of the per-head kernels
 ROW_THREADS = 32 if SIMULATED else 256  # threads of the per-token kernels (norms, activations)
 ARGMAX_THREADS = 32 if SIMULATED else 1024
 PREP_NORM, PREP_SILU, PREP_GELU, PREP_COPY = 0, 1, 2, 3
+# PREP_NORM with the sum of squares of x taken from sumsq[slot] (accumulated by the kernel that wrote x)
+PREP_NORM_SS = 4
 GELU_C = math.sqrt(2.0 / math.pi)
 TILE_ROWS, TILE_TOKENS, TILE_K = 64, 64, 32   # the prompt matmul's block tile (TILE_K: two units)
 TILE_K_PAD = 33                 # TILE_K + 1: a row's shared-memory stride (a constant, as shapes must be)
@@ -58,12 +61,23 @@ if SIMULATED:
         result = scratch[tid - lane]
         cuda.syncthreads()
         return result
+
+    @device
+    def _warp_allsum(value, scratch):
+        return _warp_reduce(value, scratch, False)         # the simulated one gives every lane the result
 else:
     @device
     def _warp_reduce(value, scratch, is_max):
         for offset in (16, 8, 4, 2, 1):
             other = cuda.shfl_down_sync(0xffffffff, value, offset)
             value = max(value, other) if is_max else value + other
+        return value
+
+    @device
+    def _warp_allsum(value, scratch):
+        """The warp's sum in every lane (a butterfly)."""
+        for offset in (16, 8, 4, 2, 1):
+            value += cuda.shfl_xor_sync(0xffffffff, value, offset)
         return value
 
 
@@ -170,12 +184,25 @@ def matmul(segs, u8, i8, f16, f32, x, n_tokens, out, accumulate, softcap):
 
 
 @cuda.jit
-def embed(ids, emb, u8, i8, f16, f32, scale, x):
-    """x[t] = row ids[t] of the token embedding (segment table row emb[0]) times scale; one block a token."""
+def embed(ids, emb, u8, i8, f16, f32, scale, x, sumsq):
+    """x[t] = row ids[t] of the token embedding (segment table row emb[0]) times scale; one block a token.
+    Block 0 also starts the step's sums of squares (matvec's PREP_NORM_SS): sumsq[0] = sum(x[0]^2), the
+    other slots 0 (decode's first launch, so every later one sees them)."""
+    red = cuda.shared.array(WARP, float64)
     t = cuda.blockIdx.x
     rb = emb[0, 0] + ids[t] * emb[0, 6]
     for u in range(cuda.threadIdx.x, emb[0, 2] // UNIT, cuda.blockDim.x):
         unit_dequant(emb[0, 3], u8, i8, f16, f32, rb, u, x, t, u * UNIT, scale)
+    if t == 0:
+        cuda.syncthreads()                  # the block's own writes of x[0] are visible to it after this
+        for k in range(1 + cuda.threadIdx.x, sumsq.shape[0], cuda.blockDim.x):
+            sumsq[k] = 0.0
+        ss = float64(0.0)
+        for i in range(cuda.threadIdx.x, x.shape[1], cuda.blockDim.x):
+            ss += float64(x[0, i]) * float64(x[0, i])
+        ss = _block_sum(ss, red)
+        if cuda.threadIdx.x == 0:
+            sumsq[0] = ss
 
 
 @cuda.jit

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import math
 
-from numba import cuda, float32, float64, uint32
+from numba import cuda, float32, float64, int32, int64, uint32
 
-from ggq.runtime.cuda.kernels import (PREP_COPY, PREP_GELU, PREP_NORM, SCRATCH, WARP, _activation, _find_segment,
-                                      _inv_rms, _warp_reduce)
+from ggq.runtime.cuda.kernels import (PREP_COPY, PREP_GELU, PREP_NORM, PREP_NORM_SS, PREP_SILU, SCRATCH, WARP,
+                                      _activation, _block_sum, _inv_rms, _warp_reduce, padded)
+from ggq.runtime.cuda.matvec_int import QBLOCK, int_row_dot, int_shared_words, quantize_x
 from ggq.runtime.cuda.quant import Q4_K, Q5_0, Q6_K, Q8_0, UNIT, unit_dot
 
 device = cuda.jit(device=True, inline=True)
@@ -181,64 +182,121 @@ def row_dot(kind, u8, i8, u16, u32, f16, f32, rb, cols, lane, xs):
 
 
 @device
-def _prepare(x, up, norm_w, eps, prep, xs, red):
-    """xs = prep(x[0]) in the padded layout, every thread of the block taking part. A plain strided loop:
-    a version with 8 clamped loads in flight per thread (fc0f2aa, GGQ_CUDA_PREP=unrolled) raised the
-    kernel to 72 registers (3 blocks an SM instead of 4, so the 4-an-SM grid ran in two waves) and measured
-    slower on the H200 at every file (bench/RESULTS.md, cuda_vs_llamacpp)."""
+def _prepare(x, up, norm_w, eps, prep, xs, red, sumsq, ss_in):
+    """xs = prep(x[0]) in the padded layout, every thread of the block taking part. A thread takes 8
+    consecutive values and loads all of them (and their weights) before it stores any: a loop that loads
+    and stores in turn waits a memory round trip per value (Numba's pointers may alias, so the compiler
+    cannot hoist the loads itself). PREP_NORM_SS reads x's sum of squares from sumsq[ss_in] (summed by the
+    launch that wrote x) instead of a block reduction over x first."""
     tid, n = cuda.threadIdx.x, x.shape[1]
+    inv = float32(1.0)
     if prep == PREP_NORM:
         inv = _inv_rms(x, 0, eps, red)
-        for i in range(tid, n, cuda.blockDim.x):
-            xs[_pos(i)] = x[0, i] * inv * norm_w[i]
-    elif prep == PREP_COPY:
-        for i in range(tid, n, cuda.blockDim.x):
-            xs[_pos(i)] = x[0, i]
-    else:
-        for i in range(tid, n, cuda.blockDim.x):
-            xs[_pos(i)] = _activation(x[0, i], prep == PREP_GELU) * up[0, i]
+    elif prep == PREP_NORM_SS:
+        inv = float32(1.0 / math.sqrt(sumsq[ss_in] / n + eps))
+    a = cuda.local.array(8, float32)
+    b = cuda.local.array(8, float32)
+    for c in range(tid, n // 8, cuda.blockDim.x):
+        for k in range(8):
+            a[k] = x[0, 8 * c + k]
+            b[k] = float32(1.0) if prep == PREP_COPY else (up[0, 8 * c + k] if prep == PREP_SILU or
+                                                             prep == PREP_GELU else norm_w[8 * c + k])
+        for k in range(8):
+            if prep == PREP_COPY:
+                v = a[k]
+            elif prep == PREP_SILU or prep == PREP_GELU:
+                v = _activation(a[k], prep == PREP_GELU) * b[k]
+            else:
+                v = a[k] * inv * b[k]
+            xs[_pos(8 * c + k)] = v
     cuda.syncthreads()
 
 
-@cuda.jit
-def matvec(segs, u8, i8, u16, u32, f16, f32, x, up, norm_w, eps, prep, out, accumulate, softcap):
-    """out[oo + r] (+)= W_s[r] . prep(x) for every row r of every segment s; one warp per row.
-    prep: PREP_NORM -> rmsnorm(x) * norm_w; PREP_SILU/GELU -> act(x) * up; PREP_COPY -> x. x, up, out: [1, n].
-    The block's warps take consecutive rows, and the grid strides over them: a grid smaller than rows / warps
-    (launch_blocks) prepares x once for several rows per warp."""
-    xs = cuda.shared.array(0, float32)
-    red = cuda.shared.array(WARP, float64)
-    tid = cuda.threadIdx.x
-    warps, lane = cuda.blockDim.x // WARP, tid % WARP
-    last = segs.shape[0] - 1
-    n_rows = segs[last, 5] + segs[last, 1]           # read before prep's barriers: its latency overlaps them
-    _prepare(x, up, norm_w, eps, prep, xs, red)
-    for base in range(cuda.blockIdx.x * warps, n_rows, cuda.gridDim.x * warps):   # block-uniform trip count
-        row = base + tid // WARP
-        s = _find_segment(segs, row, 5)
-        r = row - segs[s, 5]
-        active = row < n_rows
-        acc = float32(0.0)
-        if active:
-            acc = row_dot(segs[s, 3], u8, i8, u16, u32, f16, f32, segs[s, 0] + r * segs[s, 6], segs[s, 2], lane,
-                          xs)
-        acc = _warp_reduce(acc, cuda.shared.array(SCRATCH, float32), False)
-        if active and lane == 0:
-            o = segs[s, 4] + r
-            if accumulate:
-                acc += out[0, o]
-            if softcap > 0.0:
-                acc = float32(softcap * math.tanh(acc / softcap))
-            out[0, o] = acc
+@device
+def _segment(seg, n_segs, row):
+    s = 0
+    while s + 1 < n_segs and row >= seg[s + 1, 5]:
+        s += 1
+    return s
 
 
-def launch_blocks(rows: int, warps: int, sm_count: int) -> int:
-    """Blocks of a matvec launch: a warp per row, but no more than fit on the GPU at once (4 blocks of 8
-    warps an SM at 64 registers), beyond which each warp takes several rows and x is prepared less often."""
-    return max(1, min(-(-rows // warps), 4 * sm_count))
+MAX_SEGS = 16                   # matrices one launch may take (the model: 3 at most, q, k, v)
+
+
+def _make_matvec(int_dots: bool):
+    """The matvec kernel with float activations, or (int_dots) with int8 ones for the formats of INT_KINDS."""
+    @cuda.jit
+    def matvec(segs, u8, i8, u16, u32, f16, f32, x, up, norm_w, eps, prep, out, accumulate, softcap, sumsq, ss_in,
+               ss_out):
+        """out[oo + r] (+)= W_s[r] . prep(x) for every row r of every segment s; one warp per row.
+        prep: PREP_NORM(_SS) -> rmsnorm(x) * norm_w; PREP_SILU/GELU -> act(x) * up; PREP_COPY -> x. x, up, out:
+        [1, n]. The block's warps take consecutive rows, and the grid strides over them: a grid smaller than
+        rows / warps (launch_blocks) prepares x once for several rows per warp. ss_out >= 0: the sum of the
+        squares of the outputs (as stored) is added to sumsq[ss_out], for the next launch's PREP_NORM_SS.
+        The segment table is copied to shared memory first, so its loads overlap the preparation."""
+        xs = cuda.shared.array(0, float32)
+        red = cuda.shared.array(WARP, float64)
+        seg = cuda.shared.array((MAX_SEGS, 7), int64)
+        tmp = cuda.shared.array(1024, float32)
+        tid = cuda.threadIdx.x
+        warps, lane = cuda.blockDim.x // WARP, tid % WARP
+        n_segs = segs.shape[0]
+        for e in range(tid, n_segs * 7, cuda.blockDim.x):
+            seg[e // 7, e % 7] = segs[e // 7, e % 7]
+        n = x.shape[1]
+        words = n + n // UNIT                  # padded(n), the float activations before the int8 ones
+        xq = cuda.shared.array(0, int32)[words:words + n // 4]
+        dx = xs[words + n // 4:words + n // 4 + n // 32]
+        _prepare(x, up, norm_w, eps, prep, xs, red, sumsq, ss_in)
+        if int_dots:
+            quantize_x(xs, _pos, n, xq, dx, tmp)
+        n_rows = seg[n_segs - 1, 5] + seg[n_segs - 1, 1]
+        squares = float64(0.0)
+        for base in range(cuda.blockIdx.x * warps, n_rows, cuda.gridDim.x * warps):   # block-uniform trip count
+            row = base + tid // WARP
+            s = _segment(seg, n_segs, row)
+            r = row - seg[s, 5]
+            active = row < n_rows
+            o = seg[s, 4] + r
+            acc = float32(0.0)
+            before = float32(0.0)
+            if active and lane == 0 and accumulate:
+                before = out[0, o]                   # loaded before the dot, so its latency overlaps it
+            if active:
+                kind, rb = seg[s, 3], seg[s, 0] + r * seg[s, 6]
+                if int_dots and (kind == Q4_K or kind == Q6_K or kind == Q5_0 or kind == Q8_0):
+                    acc = int_row_dot(kind, u8, i8, u16, u32, f16, rb, seg[s, 2], lane, xq, dx)
+                else:
+                    acc = row_dot(kind, u8, i8, u16, u32, f16, f32, rb, seg[s, 2], lane, xs)
+            acc = _warp_reduce(acc, cuda.shared.array(SCRATCH, float32), False)
+            if active and lane == 0:
+                acc += before
+                if softcap > 0.0:
+                    acc = float32(softcap * math.tanh(acc / softcap))
+                out[0, o] = acc
+                squares += float64(acc) * float64(acc)
+        if ss_out >= 0:
+            total = _block_sum(squares, red)
+            if tid == 0:
+                cuda.atomic.add(sumsq, ss_out, total)
+    return matvec
+
+
+matvec = _make_matvec(False)
+matvec_int = _make_matvec(True)
+
+
+def shared_bytes(n: int, int_dots: bool) -> int:
+    """Dynamic shared memory of a matvec launch over n activations."""
+    return 4 * (padded(n) + (int_shared_words(n) if int_dots else 0))
+
+
+def launch_blocks(rows: int, warps: int, sm_count: int, per_sm: int = 4) -> int:
+    """Blocks of a matvec launch: a warp per row, but no more than fit on the GPU at once (per_sm blocks of
+    8 warps an SM), beyond which each warp takes several rows and x is prepared less often."""
+    return max(1, min(-(-rows // warps), per_sm * sm_count))
 
 
 def matvec_args(views) -> tuple:
     """The file views in matvec's order (it also reads 16- and 32-bit words)."""
     return views.u8, views.i8, views.u16, views.u32, views.f16, views.f32
-

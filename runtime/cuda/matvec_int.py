@@ -1,0 +1,205 @@
+"""The decode matvec's integer dots: activations rounded to int8 blocks of 32 (one float scale each, as
+llama.cpp's q8_1 and the CPU runtime's default path), weights dotted 4 quants a word with `__dp4a`.
+
+Why: the float row functions in matvec.py unpack, convert and multiply every weight on its own (about 5
+instructions a weight, int-to-float conversions at a quarter of the FMA rate), which kept the 1.1B
+model's matvecs instruction-bound at ~6 % of DRAM bandwidth. Here a 32-bit word of quants is masked
+into 4 bytes and dotted with 4 int8 activations in one instruction. numba.cuda has no dp4a intrinsic, so
+it comes from a one-line CUDA C++ shim (bench/cuda_dp4a_probe.py: exact and inlined); the simulator
+gets a Python twin. Only the formats with a row function here (Q4_K, Q6_K, Q5_0, Q8_0) take this path;
+the others dot the float activations that the block prepared beside the int8 ones.
+
+Sums of the activations (for a format's offset: Q4_K's mins, Q5_0's 16, Q6_K's 32) are taken from the
+int8 values too, with dp4a against 0x01010101, so the block needs no extra sums per group.
+"""
+from __future__ import annotations
+
+from numba import cuda, float32, int8, int32, uint32
+
+from ggq.runtime.cuda.kernels import SIMULATED
+from ggq.runtime.cuda.quant import Q4_K, Q5_0, Q6_K, Q8_0
+
+device = cuda.jit(device=True, inline=True)
+ONES = 0x01010101
+LOW = 0x0F0F0F0F
+QBLOCK = 32                     # activations per int8 block (one scale)
+_SHIM = 'extern "C" __device__ int ggq_dp4a(int *r, int a, int b, int c) { *r = __dp4a(a, b, c); return 0; }'
+
+if SIMULATED:
+    @device
+    def dp4a(a, b, c):
+        s = c
+        for k in range(4):
+            s += int32(int8((a >> (8 * k)) & 255)) * int32(int8((b >> (8 * k)) & 255))
+        return int32(s)
+else:
+    dp4a = cuda.declare_device("ggq_dp4a", int32(int32, int32, int32), link=[cuda.CUSource(_SHIM)])
+
+INT_KINDS = (Q4_K, Q6_K, Q5_0, Q8_0)
+
+
+def int_shared_words(n: int) -> int:
+    """Extra shared 4-byte words the integer path needs for n activations: n / 4 quant words, n / 32 scales."""
+    return n // 4 + n // QBLOCK
+
+
+@device
+def _byte(q):
+    return (q & 255)
+
+
+@device
+def quantize_x(xs, pos, n, xq, dx, tmp):
+    """xq[w] = 4 int8 of xs values 4w..4w+3, dx[b] = their block's scale (max |x| / 127, as ggml's q8_1),
+    8 threads a block of 32; tmp: shared float32 [blockDim]. Block-uniform loop (barriers inside)."""
+    tid, nt = cuda.threadIdx.x, cuda.blockDim.x
+    for base in range(0, n // 4, nt):
+        w = base + tid
+        i = 4 * min(w, n // 4 - 1)
+        a0, a1, a2, a3 = xs[pos(i)], xs[pos(i + 1)], xs[pos(i + 2)], xs[pos(i + 3)]
+        tmp[tid] = max(max(abs(a0), abs(a1)), max(abs(a2), abs(a3)))
+        cuda.syncthreads()
+        g = tid - tid % 8
+        amax = tmp[g]
+        for k in range(1, 8):
+            amax = max(amax, tmp[g + k])
+        inv = float32(127.0) / amax if amax > 0.0 else float32(0.0)
+        word = (_byte(int32(round(a0 * inv))) | (_byte(int32(round(a1 * inv))) << 8)
+                | (_byte(int32(round(a2 * inv))) << 16) | (_byte(int32(round(a3 * inv))) << 24))
+        if w < n // 4:
+            xq[w] = int32(uint32(word))
+            if tid % 8 == 0:
+                dx[w // 8] = amax / float32(127.0)
+        cuda.syncthreads()
+
+
+@device
+def _w32(u16, byte):
+    half = byte // 2
+    return uint32(u16[half]) | (uint32(u16[half + 1]) << 16)
+
+
+@device
+def _scale_min(u8, scales, s):
+    if s < 4:
+        return float32(u8[scales + s] & 63), float32(u8[scales + s + 4] & 63)
+    sc = (u8[scales + s + 4] & 15) | ((u8[scales + s - 4] >> 6) << 4)
+    m = (u8[scales + s + 4] >> 4) | ((u8[scales + s] >> 6) << 4)
+    return float32(sc), float32(m)
+
+
+@device
+def _ipiece_q8_0(u8, i8, u16, u32, f16, rb, blk, xq, dx):
+    """One 34-byte block: 8 words of signed quants (u16 pairs: blocks are 2-aligned) against 8 of x."""
+    bb = rb + 34 * blk
+    s = int32(0)
+    for k in range(8):
+        s = dp4a(int32(_w32(u16, bb + 2 + 4 * k)), xq[8 * blk + k], s)
+    return float32(f16[bb // 2]) * dx[blk] * float32(s)
+
+
+@device
+def _spread4(h):
+    """Bits 0..3 of h to bit 4 of bytes 0..3 (Q5_0's fifth bits, as ggml's CUDA vec_dot_q5_0)."""
+    return ((h << 4) & 0x10) | ((h << 11) & 0x1000) | ((h << 18) & 0x100000) | ((h << 25) & 0x10000000)
+
+
+@device
+def _ipiece_q5_0(u8, i8, u16, u32, f16, rb, blk, xq, dx):
+    """One 22-byte block (d, qh, qs[16]): value j = low nibble of qs[j] | bit j of qh << 4, value 16 + j
+    the high nibble with bit 16 + j; value = d * (q - 16)."""
+    bb = rb + 22 * blk
+    qh = _w32(u16, bb + 2)
+    s = int32(0)
+    ones = int32(0)
+    for k in range(4):
+        w = _w32(u16, bb + 6 + 4 * k)
+        lo = (w & LOW) | _spread4(qh >> (4 * k))
+        hi = ((w >> 4) & LOW) | _spread4(qh >> (16 + 4 * k))
+        xa, xb = xq[8 * blk + k], xq[8 * blk + 4 + k]
+        s = dp4a(int32(lo), xa, s)
+        s = dp4a(int32(hi), xb, s)
+        ones = dp4a(ONES, xa, ones)
+        ones = dp4a(ONES, xb, ones)
+    return float32(f16[bb // 2]) * dx[blk] * float32(s - 16 * ones)
+
+
+@device
+def _ipiece_q4_k(u8, i8, u16, u32, f16, rb, it, xq, dx):
+    """As matvec._piece_q4_k: 4 quant words, 16 values each of sub-blocks 2p (low nibbles) and 2p + 1."""
+    sb, p, h = it // 8, (it % 8) // 2, it % 2
+    bb = rb + 144 * sb
+    sc0, m0 = _scale_min(u8, bb + 4, 2 * p)
+    sc1, m1 = _scale_min(u8, bb + 4, 2 * p + 1)
+    w0 = (bb + 16 + 32 * p + 16 * h) // 4
+    xa = (256 * sb + 64 * p + 16 * h) // 4           # words of x: 16 values of sub-block 2p, then of 2p + 1
+    s0 = int32(0)
+    s1 = int32(0)
+    t0 = int32(0)
+    t1 = int32(0)
+    for k in range(4):
+        w = u32[w0 + k]
+        a, b = xq[xa + k], xq[xa + 8 + k]
+        s0 = dp4a(int32(w & LOW), a, s0)
+        s1 = dp4a(int32((w >> 4) & LOW), b, s1)
+        t0 = dp4a(ONES, a, t0)
+        t1 = dp4a(ONES, b, t1)
+    d, dmin = float32(f16[bb // 2]), float32(f16[bb // 2 + 1])
+    da, db = dx[8 * sb + 2 * p], dx[8 * sb + 2 * p + 1]
+    return (d * (sc0 * da * float32(s0) + sc1 * db * float32(s1))
+            - dmin * (m0 * da * float32(t0) + m1 * db * float32(t1)))
+
+
+@device
+def _ipiece_q6_k(u8, i8, u16, u32, f16, rb, it, xq, dx):
+    """As matvec._piece_q6_k: values l in 8q..8q+7 of the 4 groups of half n; per group two words of
+    6-bit quants (0..63, so dp4a's signed bytes read them right) and q - 32 through the ones-dot."""
+    sb, n, q = it // 8, (it % 8) // 4, it % 4
+    bb = rb + 210 * sb
+    la, hq = bb + 64 * n + 8 * q, bb + 128 + 32 * n + 8 * q
+    xw = (256 * sb + 128 * n + 8 * q) // 4           # group g's two words at xw + 8 g
+    sc = bb + 192 + 8 * n + q // 2
+    part = float32(0.0)
+    a0, b0, h0 = _w32(u16, la), _w32(u16, la + 32), _w32(u16, hq)
+    a1, b1, h1 = _w32(u16, la + 4), _w32(u16, la + 36), _w32(u16, hq + 4)
+    for g in range(4):
+        if g == 0:
+            v0, v1 = (a0 & LOW) | ((h0 << 4) & 0x30303030), (a1 & LOW) | ((h1 << 4) & 0x30303030)
+        elif g == 1:
+            v0, v1 = (b0 & LOW) | ((h0 << 2) & 0x30303030), (b1 & LOW) | ((h1 << 2) & 0x30303030)
+        elif g == 2:
+            v0, v1 = ((a0 >> 4) & LOW) | (h0 & 0x30303030), ((a1 >> 4) & LOW) | (h1 & 0x30303030)
+        else:
+            v0, v1 = ((b0 >> 4) & LOW) | ((h0 >> 2) & 0x30303030), ((b1 >> 4) & LOW) | ((h1 >> 2) & 0x30303030)
+        x0, x1 = xq[xw + 8 * g], xq[xw + 8 * g + 1]
+        s = dp4a(int32(v1), x1, dp4a(int32(v0), x0, int32(0)))
+        t = dp4a(ONES, x1, dp4a(ONES, x0, int32(0)))
+        part += float32(i8[sc + 2 * g]) * dx[8 * sb + 4 * n + g] * float32(s - 32 * t)
+    return float32(f16[(bb + 208) // 2]) * part
+
+
+def _irow(piece):
+    @device
+    def row(u8, i8, u16, u32, f16, rb, cols, lane, xq, dx):
+        acc = float32(0.0)
+        for it in range(lane, cols // 32, 32):
+            acc += piece(u8, i8, u16, u32, f16, rb, it, xq, dx)
+        return acc
+    return row
+
+
+_irow_q8_0, _irow_q5_0, _irow_q4_k, _irow_q6_k = (_irow(f) for f in (_ipiece_q8_0, _ipiece_q5_0, _ipiece_q4_k,
+                                                                      _ipiece_q6_k))
+
+
+@device
+def int_row_dot(kind, u8, i8, u16, u32, f16, rb, cols, lane, xq, dx):
+    """This lane's share of W[row] . x for a kind in INT_KINDS (warp-uniform)."""
+    if kind == Q4_K:
+        return _irow_q4_k(u8, i8, u16, u32, f16, rb, cols, lane, xq, dx)
+    if kind == Q6_K:
+        return _irow_q6_k(u8, i8, u16, u32, f16, rb, cols, lane, xq, dx)
+    if kind == Q5_0:
+        return _irow_q5_0(u8, i8, u16, u32, f16, rb, cols, lane, xq, dx)
+    return _irow_q8_0(u8, i8, u16, u32, f16, rb, cols, lane, xq, dx)
+
