@@ -152,3 +152,24 @@ def test_conflicting_options_fail_cleanly(ckpt, tmp_path, capsys, extra, needle)
     assert main(["convert", str(root / "ckpt"), "-o", str(out), *extra]) == 1
     err = capsys.readouterr().err
     assert err.startswith("ggq: ") and err.count("\n") == 1 and needle in err and not out.exists()
+
+
+@pytest.mark.parametrize("name", ["Q4_0", "Q4_1", "Q4_K", "Q6_K"])
+def test_scale_refit_never_raises_the_error(name):
+    """gptq_quantize(refits=2) vs refits=0: blocks gguf-py reads, each row's error through H no higher
+    (rows keep the refit only where it helped), and lower in total."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize as gguf_dequantize
+    from ggq.convert.gptq import damped, gptq_quantize
+    from ggq.qtypes import qtype
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2000, 256)) * rng.gamma(1.0, 1.0, 256)
+    h, w = x.T @ x, rng.standard_normal((32, 256)).astype(np.float32)
+    hd = damped(h)
+
+    def errors(blocks):
+        e = w - gguf_dequantize(blocks, GGMLQuantizationType[name]).astype(np.float64)
+        return np.einsum("ij,jk,ik->i", e, hd, e)
+
+    plain, refit = (errors(gptq_quantize(w, h, qtype(name), refits=r)) for r in (0, 2))
+    assert np.all(refit <= plain * (1 + 1e-9)) and refit.sum() < 0.999 * plain.sum()
