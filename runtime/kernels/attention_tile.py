@@ -42,27 +42,40 @@ def softmax_row(row, lo, hi):
     row[hi:] = 0.0
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
+def _head_apart(q, h, qh):
+    for t in range(q.shape[0]):
+        for d in range(q.shape[2]):
+            qh[h, t, d] = q[t, h, d]
+
+
+@njit(cache=True)
+def _key_panel(k_cache, v_cache, n_k, h, b, kp, vp):
+    """Keys b * LANES.. of kv head h into kp[h, b], their values into vp[h, :, (b * LANES)..]."""
+    dim = k_cache.shape[2]
+    for i in range(LANES):
+        key = b * LANES + i
+        for d in range(dim):
+            kp[h, b, d * LANES + i] = k_cache[h, key, d] if key < n_k else F32(0.0)
+        for p in range(vp.shape[1]):
+            for j in range(LANES):
+                d = p * LANES + j
+                vp[h, p, key * LANES + j] = v_cache[h, key, d] if key < n_k and d < dim else F32(0.0)
+
+
+@njit(parallel=True, cache=True)  # one loop over plain helpers: slices and branches inside it took 6 s to compile
 def _panels(q, k_cache, v_cache, n_k, qh, kp, vp):
     """qh [H, T, D] <- q's heads apart; kp [H_kv, key panels, D * LANES] and vp [H_kv, dim panels,
     keys * LANES] <- the first n_k keys and values as panels, zero past n_k and past D."""
-    n_kv, dim, n_kp, n_dp = k_cache.shape[0], k_cache.shape[2], kp.shape[1], vp.shape[1]
-    for h in prange(q.shape[1]):
-        for t in range(q.shape[0]):
-            qh[h, t] = q[t, h]
-    for c in prange(n_kv * n_kp):
-        h, b = c // n_kp, c % n_kp
-        for i in range(LANES):
-            key = b * LANES + i
-            for d in range(dim):
-                kp[h, b, d * LANES + i] = k_cache[h, key, d] if key < n_k else F32(0.0)
-            for p in range(n_dp):
-                for j in range(LANES):
-                    d = p * LANES + j
-                    vp[h, p, key * LANES + j] = v_cache[h, key, d] if key < n_k and d < dim else F32(0.0)
+    n_head, n_kp = q.shape[1], kp.shape[1]
+    for c in prange(n_head + k_cache.shape[0] * n_kp):
+        if c < n_head:
+            _head_apart(q, c, qh)
+        else:
+            _key_panel(k_cache, v_cache, n_k, (c - n_head) // n_kp, (c - n_head) % n_kp, kp, vp)
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def _attend_run(qh, kp, vp, h, group, t0, n_q, pos0, window, s, o, out):
     """Queries t0..t0 + TOKENS - 1 (fewer at the end) of head h: scores s [TOKENS, keys], outputs o
     [TOKENS, dim panels * LANES]."""
