@@ -37,5 +37,5 @@ FAMILY: dict[str, str] = {
 # 185, Q6_K 161 / 177 / 187 / 192, Q4_0 128 / 169 / 187 / 165, F16 122 / 124 / 124 / 123; 1.1B q4_k_m
 # 37.1 / 37.7 / 42.3 / 41.4: the hardware prefetchers ramp up again on every small matrix. Like a
 # shape, it changes speed only.
-PREFETCH_CANDIDATES = (0, 1024, 4096, 16384)
+PREFETCH_CANDIDATES = (0, 4096, 16384)  # 1024 was never clearly best, and a candidate costs tuning time
 UNTUNED_PREFETCH = 0
