@@ -35,7 +35,8 @@ def main() -> None:
             try:
                 r = bench(path, 0, 128, repetitions=3, device="cuda")
                 tg = next(s for s in r.speeds if s.test == "tg128")
-                print(json.dumps({"file": os.path.basename(path), "variant": name, "tg128": round(tg.tokens_per_s, 1),
+                print(json.dumps({"config": os.environ.get("GGQ_TAG", ""), "file": os.path.basename(path),
+                                  "variant": name, "tg128": round(tg.tokens_per_s, 1),
                                   "std": round(tg.stddev, 1), "launches": r.launches_per_token}), flush=True)
             except Exception:  # noqa: BLE001 - report and go on with the other variants
                 failed.add(name)

@@ -7,12 +7,14 @@ spec flags of params.ARCHS), on the GPU.
     token = backend.next_token(token, pos)                   # the same, greedy, only the id comes back
 
 The decode step is one list of launches, made once and captured as a CUDA graph (launch.Replay); the
-token id and its position travel in `state` (3 int64 on the device: token, position, greedy next token). Activations are float32 throughout
-(the CPU runtime's exact=True arithmetic), weights are dequantized inside the dot products.
+token id and its position travel in `state` (3 int64 on the device: token, position, greedy next token). Weights are
+dequantized inside the dot products. Decode activations are rounded to int8 blocks for the dp4a row functions
+(matvec_int.py) unless exact=True, as on the CPU; everything else, prompts included, is float32.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import numpy as np
 from numba import cuda
@@ -68,7 +70,7 @@ class CudaBackend:
         self.host_state = cuda.pinned_array(3, np.int64)
         self.host_logits = cuda.pinned_array((1, p.n_vocab), np.float32)
         self.sm_count = _sm_count()
-        self.per_sm = int(os.environ.get("GGQ_CUDA_PER_SM", 4))
+        self.per_sm = int(os.environ.get("GGQ_CUDA_PER_SM", 4))   # at most; fewer where fewer fit (_fit_grids)
         # int8 activations with dp4a, as the CPU runtime's default path; exact=True keeps float32 ones
         ints = os.environ.get("GGQ_CUDA_INT", "1") == "1"
         self.int_dots = ints and not tf.exact and p.n_embd % mv.QBLOCK == 0 and p.n_ff % mv.QBLOCK == 0
@@ -145,12 +147,26 @@ class CudaBackend:
     def launches_per_token(self) -> int:
         return len(self.replay.launches)
 
+    def _fit_grids(self) -> None:
+        """After the first (compiling) run: matvec grids cut to the blocks an SM holds at the compiled
+        registers, so that a grid-striding launch runs in one wave (at 80 registers 3 blocks of 256 fit,
+        and a 4-an-SM grid ran its last quarter as a second wave)."""
+        fitted = []
+        for lc in self.replay.launches:
+            if lc.kernel in (mv.matvec, mv.matvec_int) and lc.grid[0] > 1:
+                per_sm = mv.blocks_that_fit(lc.kernel, lc.block, self.per_sm)
+                rows = int(lc.args[0].copy_to_host()[:, 1].sum())
+                lc = replace(lc, grid=(mv.launch_blocks(rows, lc.block // kn.WARP, self.sm_count, per_sm),))
+            fitted.append(lc)
+        self.replay.launches = fitted
+
     def _step(self, token: int, pos: int) -> None:
         self.host_state[0], self.host_state[1] = token, pos
         stream = self.replay.stream
         self.b.state.copy_to_device(self.host_state, stream=stream)
         if not self._captured:                       # first token: compile and load, then capture
             run_all(self.replay.launches, stream)
+            self._fit_grids()
             stream.synchronize()
             self.replay.capture()
             self._captured = True

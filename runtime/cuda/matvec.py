@@ -15,11 +15,12 @@ at multiples of 2, so as pairs of u16.
 from __future__ import annotations
 
 import math
+import os
 
 from numba import cuda, float32, float64, int32, int64, uint32
 
-from ggq.runtime.cuda.kernels import (PREP_COPY, PREP_GELU, PREP_NORM, PREP_NORM_SS, PREP_SILU, SCRATCH, WARP,
-                                      _activation, _block_sum, _inv_rms, _warp_reduce, padded)
+from ggq.runtime.cuda.kernels import (PREP_COPY, PREP_GELU, PREP_NORM, PREP_NORM_SS, PREP_SILU, SCRATCH, SIMULATED,
+                                      WARP, _activation, _block_sum, _inv_rms, _warp_reduce, padded)
 from ggq.runtime.cuda.matvec_int import QBLOCK, int_row_dot, int_shared_words, quantize_x
 from ggq.runtime.cuda.quant import Q4_K, Q5_0, Q6_K, Q8_0, UNIT, unit_dot
 
@@ -223,9 +224,14 @@ def _segment(seg, n_segs, row):
 MAX_SEGS = 16                   # matrices one launch may take (the model: 3 at most, q, k, v)
 
 
+# GGQ_CUDA_MAXREG caps the matvec's registers per thread (more blocks an SM, at the risk of spills)
+_MAXREG = "" if SIMULATED else os.environ.get("GGQ_CUDA_MAXREG", "")
+_JIT = {"max_registers": int(_MAXREG)} if _MAXREG else {}
+
+
 def _make_matvec(int_dots: bool):
     """The matvec kernel with float activations, or (int_dots) with int8 ones for the formats of INT_KINDS."""
-    @cuda.jit
+    @cuda.jit(**_JIT)
     def matvec(segs, u8, i8, u16, u32, f16, f32, x, up, norm_w, eps, prep, out, accumulate, softcap, sumsq, ss_in,
                ss_out):
         """out[oo + r] (+)= W_s[r] . prep(x) for every row r of every segment s; one warp per row.
@@ -289,6 +295,18 @@ matvec_int = _make_matvec(True)
 def shared_bytes(n: int, int_dots: bool) -> int:
     """Dynamic shared memory of a matvec launch over n activations."""
     return 4 * (padded(n) + (int_shared_words(n) if int_dots else 0))
+
+
+def blocks_that_fit(kernel, threads: int, most: int = 4) -> int:
+    """Blocks of `threads` an SM holds at the compiled kernel's registers (65536 an SM, allocated per warp
+    in units of 256), at most `most`: a grid of more than fit runs in two waves."""
+    try:
+        regs = kernel.get_regs_per_thread()
+        regs = max(regs.values()) if isinstance(regs, dict) else int(regs)
+    except Exception:  # noqa: BLE001 - the simulator has no registers
+        return most
+    per_warp = -(-regs * WARP // 256) * 256
+    return max(1, min(most, 65536 // (per_warp * (threads // WARP)), 2048 // threads))
 
 
 def launch_blocks(rows: int, warps: int, sm_count: int, per_sm: int = 4) -> int:
