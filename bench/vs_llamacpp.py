@@ -164,14 +164,15 @@ def main() -> None:
     blas = os.environ.get("OPENBLAS_CORETYPE", "OpenBLAS's own pick")
     body = (f"## Speed: ggq vs llama.cpp on llama.cpp's files of SmolLM2-135M-Instruct\n\n"
             f"`{command_line()}` at {git_revision()} on {machine()}; {args.threads} threads, {args.rounds} "
-            f"interleaved rounds of `llama-bench -r {args.reps}`, `ggq bench -r {args.reps}` (kernel shapes tuned "
-            f"on this machine) and `GGQ_TUNE=0 ggq bench` (untuned: the shapes ggq had before) per file, best "
+            f"interleaved rounds of `llama-bench -r {args.reps}`, `ggq bench -r {args.reps}` (kernel shapes and "
+            f"prefetch distance tuned on this machine) and `GGQ_TUNE=0 ggq bench` (untuned: the shapes ggq had "
+            f"before, no prefetch) per file, best "
             f"round of each; load average after the runs {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; "
             f"OPENBLAS_CORETYPE: {blas}. "
             "llama.cpp is built with -march=native but without AMX (bench/llamacpp.py: its AMX kernels crash "
             "on this machine). ggq's prompts and decode multiply block weights with 8-bit activations as "
             "llama.cpp does (prompts: runtime/kernels/vecir_tile.py), F16 weights in float32 (prompts: "
-            "runtime/kernels/float_tile.py). Streamed: ggq's weight GB/s during tg / the memory-copy bandwidth (read + write) "
+            "runtime/kernels/float_tile.py), prompt attention in runtime/kernels/attention_tile.py. Streamed: ggq's weight GB/s during tg / the memory-copy bandwidth (read + write) "
             "measured in the same `ggq bench`. 1.1B rows: the make_big_checkpoint.py checkpoint converted "
             "by `ggq convert`.\n\n" + ARM_NOTE + "\n\n"
             + markdown_table(["file", "test", "ggq tok/s", "ggq untuned", "llama.cpp tok/s", "ratio", "target", "",
