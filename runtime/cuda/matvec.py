@@ -17,21 +17,14 @@ from __future__ import annotations
 import math
 import os
 
-from numba import cuda, float32, float64, int32, int64, uint32
+from numba import cuda, float32, float64, int32, int64
 
 from ggq.runtime.cuda.kernels import (PREP_COPY, PREP_GELU, PREP_NORM, PREP_NORM_SS, PREP_SILU, SCRATCH, SIMULATED,
                                       WARP, _activation, _block_sum, _inv_rms, _warp_reduce, padded)
-from ggq.runtime.cuda.matvec_int import QBLOCK, int_row_dot, int_shared_words, quantize_x
+from ggq.runtime.cuda.matvec_int import QBLOCK, _scale_min, _w32, int_row_dot, int_shared_words, quantize_x
 from ggq.runtime.cuda.quant import Q4_K, Q5_0, Q6_K, Q8_0, UNIT, unit_dot
 
 device = cuda.jit(device=True, inline=True)
-
-
-@device
-def _w32(u16, byte):
-    """The 32-bit little-endian word at an even byte offset, as two 16-bit loads."""
-    half = byte // 2
-    return uint32(u16[half]) | (uint32(u16[half + 1]) << 16)
 
 
 @device
@@ -71,16 +64,6 @@ def _piece_q5_0(u8, i8, u16, u32, f16, rb, blk, xs):
             s += float32(lo) * a + float32(hi) * b
             sx += a + b
     return float32(f16[bb // 2]) * (s - float32(16.0) * sx)
-
-
-@device
-def _scale_min(u8, scales, s):
-    """ggml's get_scale_min_k4: 6-bit scale and min of sub-block s (0..7) of a Q4_K/Q5_K super-block."""
-    if s < 4:
-        return float32(u8[scales + s] & 63), float32(u8[scales + s + 4] & 63)
-    sc = (u8[scales + s + 4] & 15) | ((u8[scales + s - 4] >> 6) << 4)
-    m = (u8[scales + s + 4] >> 4) | ((u8[scales + s] >> 6) << 4)
-    return float32(sc), float32(m)
 
 
 @device

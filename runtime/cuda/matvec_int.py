@@ -17,7 +17,7 @@ from __future__ import annotations
 from numba import cuda, float32, int8, int32, uint32
 
 from ggq.runtime.cuda.kernels import SIMULATED
-from ggq.runtime.cuda.quant import Q4_K, Q5_0, Q6_K, Q8_0
+from ggq.runtime.cuda.quant import Q4_K, Q5_0, Q6_K, Q8_0, _scale_min_k4
 
 device = cuda.jit(device=True, inline=True)
 ONES = 0x01010101
@@ -75,16 +75,15 @@ def quantize_x(xs, pos, n, xq, dx, tmp):
 
 @device
 def _w32(u16, byte):
+    """The 32-bit little-endian word at an even byte offset, as two 16-bit loads."""
     half = byte // 2
     return uint32(u16[half]) | (uint32(u16[half + 1]) << 16)
 
 
 @device
 def _scale_min(u8, scales, s):
-    if s < 4:
-        return float32(u8[scales + s] & 63), float32(u8[scales + s + 4] & 63)
-    sc = (u8[scales + s + 4] & 15) | ((u8[scales + s - 4] >> 6) << 4)
-    m = (u8[scales + s + 4] >> 4) | ((u8[scales + s] >> 6) << 4)
+    """ggml's get_scale_min_k4 (quant._scale_min_k4) of sub-block s of a Q4_K/Q5_K super-block, as floats."""
+    sc, m = _scale_min_k4(u8, scales, s)
     return float32(sc), float32(m)
 
 
