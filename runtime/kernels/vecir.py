@@ -18,6 +18,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ggq.qtypes import QTYPES
 from ggq.runtime.kernels import vecir_isa as isa
 from ggq.runtime.kernels.vecir_isa import (I8, I16, I32, _bytes, _concat, _load, _shuffle, _signed, _slice, _splat,
                                            _vec, _vec_undef)
@@ -273,7 +274,6 @@ def _shift_mask(builder, q, shift, mask):
 
 # value offsets: the chunk generators below return the stored unsigned values; ggml's are these minus
 K_OFFSET = {"q2_k": 0, "q3_k": 4, "q4_k": 0, "q5_k": 0, "q6_k": 32}
-K_BYTES = {"q2_k": 84, "q3_k": 110, "q4_k": 144, "q5_k": 176, "q6_k": 210}
 
 
 def _chunks_q2_k(builder, wp):
@@ -412,7 +412,7 @@ def _superblock(kind):
             xq = builder.gep(xp, [ir.Constant(I32, 4)])
             yd = _load(builder, xp, F32)
             sumf = args[5]
-            for line in range(0, K_BYTES[kind], 64):  # the block's lines, `pf` bytes ahead
+            for line in range(0, QTYPES[kind.upper()].type_size, 64):  # the block's lines, `pf` bytes ahead
                 _prefetch(builder, builder.gep(wp, [ir.Constant(I32, line)]), args[6])
             if kind == "q2_k":
                 scale_bytes = _bytes(builder, wp, 16)
