@@ -1,10 +1,11 @@
 """The file where ggq keeps what it measured on this machine: ggq-tune.json beside Numba's cache
-($NUMBA_CACHE_DIR, else ~/.cache/ggq/numba, as runtime/__init__.py sets it). Kernel shapes
+($NUMBA_CACHE_DIR, else default_numba_cache(), as runtime/__init__.py sets it). Kernel shapes
 (runtime/tune.py) and OpenBLAS's kernel set (ggq/blas_core.py) each own a part of it, keyed by the CPU
 model that cpuinfo() reads. No numpy here:
 blas_core reads it before numpy is loaded."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -32,8 +33,21 @@ def enabled() -> bool:
     return os.environ.get("GGQ_TUNE", "1").strip() not in ("0", "off", "no", "false")
 
 
+def default_numba_cache() -> Path:
+    """~/.cache/ggq/numba/<12 hex digits of a hash over ggq's own .py files>. Numba checks only the
+    timestamp of the file that defines a cached function, not of the intrinsics it inlines from other
+    modules: after an upgrade that changed only runtime/kernels/vecir.py it would run the old kernels.
+    A new digest also means new kernels, so what was measured for the old ones is measured again."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.blake2b(digest_size=6)
+    for f in sorted(root.rglob("*.py")):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
+    return Path.home() / ".cache" / "ggq" / "numba" / h.hexdigest()
+
+
 def cache_path() -> Path:
-    return Path(os.environ.get("NUMBA_CACHE_DIR") or Path.home() / ".cache" / "ggq" / "numba") / "ggq-tune.json"
+    return Path(os.environ.get("NUMBA_CACHE_DIR") or default_numba_cache()) / "ggq-tune.json"
 
 
 def read() -> dict:

@@ -1,18 +1,23 @@
 """ggq.runtime: the Numba CPU runtime for GGUF models.
 
-Numba's compiled-kernel cache goes to $NUMBA_CACHE_DIR, else ~/.cache/ggq/numba (set here, before any
-kernel module is imported, because Numba fixes a function's cache location when it is decorated).
+Numba's compiled-kernel cache goes to $NUMBA_CACHE_DIR, else ~/.cache/ggq/numba/<sources> (set here,
+before any kernel module is imported, because Numba fixes a function's cache location when it is
+decorated). <sources> is a digest of ggq's own .py files: Numba checks only the timestamp of the file
+that defines a cached function, not of the intrinsics and helpers it inlines from other modules, so
+after an upgrade that changed only runtime/kernels/vecir.py it would keep running the old kernels.
 """
 from __future__ import annotations
 
 import os
 import sys
 
+from ggq import tune_cache
+
 
 def _configure_numba_cache() -> None:
     if os.environ.get("NUMBA_CACHE_DIR"):
         return
-    path = os.path.join(os.path.expanduser("~"), ".cache", "ggq", "numba")
+    path = str(tune_cache.default_numba_cache())
     try:
         os.makedirs(path, exist_ok=True)
     except OSError:

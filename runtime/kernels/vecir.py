@@ -373,6 +373,8 @@ def _lanes(builder, kind, wp, xq, scales):
     offset = K_OFFSET[kind]
     chunks = {"q2_k": _chunks_q2_k, "q3_k": _chunks_q3_k, "q6_k": _chunks_q6_k}.get(kind)
     chunks = chunks(builder, wp) if chunks else _chunks_q45_k(builder, wp, kind == "q5_k")
+    if isa.HAVE_ZMM:
+        return isa.scaled_lanes_zmm(builder, chunks, offset, xq, scales)
     if isa.HAVE_MADD:
         return isa.scaled_lanes_madd(builder, chunks, offset, xq, scales)
     if offset:
