@@ -23,6 +23,7 @@ from ggq.runtime.kernels import ggml_ops as go
 from ggq.runtime.kernels.actquant import quantize_q8_k
 from ggq.runtime.kernels.ggml_step import matvec
 from ggq.runtime.kernels.step import KINDS
+from ggq.runtime.tune import untuned_shapes
 
 GOLDEN = np.load(Path(__file__).parent / "fixtures" / "ggml_golden.npz")
 F32 = np.float32
@@ -197,7 +198,10 @@ def _matvec(kind: str, w: np.ndarray, x: np.ndarray, form: int) -> np.ndarray:
     """ggml_step.matvec over a one-matrix table whose blob is w's bytes (Q4_0, Q4_K: repacked, as
     llama.cpp's layer weights are)."""
     w = np.ascontiguousarray(w).view(np.uint8)
-    mats = np.array([[0, w.shape[0], w.shape[1], KINDS.index(kind), kind in ("Q4_0", "Q4_K")]], np.int64)
+    # all of decode's columns (offset, rows, row bytes, kind, shape, prefetch, repacked): the kernels
+    # do not bounds-check, and a short row once left "repacked" to whatever memory followed it
+    mats = np.array([[0, w.shape[0], w.shape[1], KINDS.index(kind), 0, 0, kind in ("Q4_0", "Q4_K")]], np.int64)
+    mats[:, 4] = untuned_shapes(mats)
     out = np.empty(w.shape[0], F32)
     xq = np.empty(8192, np.uint8)
     matvec(w.reshape(-1), mats, 0, x.astype(F32), out, xq, form)

@@ -19,8 +19,13 @@ import tiny_checkpoints as tiny
 
 # ggq's CLI, with its first quantize call blocked until a signal arrives (stdin stays open, empty)
 CHILD = """
+import signal
 import sys
 import ggq.quants
+
+# as from a terminal: under nohup (a CI runner started that way) SIGHUP arrives ignored, and ggq
+# rightly keeps it so, which would leave nothing for the SIGHUP case to test
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 def blocked_quantize(*args, **kwargs):
     sys.stdin.read()
