@@ -33,16 +33,24 @@ def enabled() -> bool:
     return os.environ.get("GGQ_TUNE", "1").strip() not in ("0", "off", "no", "false")
 
 
+# settings read when the kernels compile (runtime/kernels/vecir_isa.py, vecir_tile.py, float_tile.py):
+# Numba's cache key holds the CPU but not these, so each setting gets a cache of its own
+CODEGEN_ENV = ("GGQ_NO_VNNI", "GGQ_NO_MADD", "GGQ_NO_ZMM", "GGQ_NO_SDOT", "GGQ_TILE_ROWS", "GGQ_FLOAT_TILE")
+
+
 def default_numba_cache() -> Path:
-    """~/.cache/ggq/numba/<12 hex digits of a hash over ggq's own .py files>. Numba checks only the
-    timestamp of the file that defines a cached function, not of the intrinsics it inlines from other
-    modules: after an upgrade that changed only runtime/kernels/vecir.py it would run the old kernels.
-    A new digest also means new kernels, so what was measured for the old ones is measured again."""
+    """~/.cache/ggq/numba/<12 hex digits of a hash over ggq's own .py files and CODEGEN_ENV>. Numba
+    checks only the timestamp of the file that defines a cached function, not of the intrinsics it
+    inlines from other modules: after an upgrade that changed only runtime/kernels/vecir.py it would
+    run the old kernels. A new digest also means new kernels, so what was measured for the old ones is
+    measured again."""
     root = Path(__file__).resolve().parent
     h = hashlib.blake2b(digest_size=6)
     for f in sorted(root.rglob("*.py")):
         h.update(str(f.relative_to(root)).encode())
         h.update(f.read_bytes())
+    for name in CODEGEN_ENV:
+        h.update(f"{name}={os.environ.get(name, '')};".encode())
     return Path.home() / ".cache" / "ggq" / "numba" / h.hexdigest()
 
 

@@ -30,7 +30,8 @@ from ggq.runtime.kernels.vecir_isa import I32, _vec, _vec_undef
 # 512-bit registers, 32 x 8 (16 accumulators; two panel loads and 8 broadcasts per 16 fma) ran 1536x576 x
 # 512 tokens at 378 GFLOP/s on 2 Zen 5 cores, where 16 x 8 (load-bound: 9 loads per 8 fma) ran at 308;
 # 16 x 6 is the same count for 16 256-bit registers (AVX2) or 32 128-bit ones (NEON).
-# GGQ_FLOAT_TILE=16x8 (rows x tokens) overrides, for tests and A/B (Numba's cache does not key on it).
+# GGQ_FLOAT_TILE=16x8 (rows x tokens) overrides, for tests and A/B (ggq's default Numba cache keys on it:
+# tune_cache.CODEGEN_ENV).
 SHAPES = {"avx512": (32, 8), "other": (16, 6)}
 
 
