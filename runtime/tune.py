@@ -8,8 +8,8 @@ timed alone sits in the L2; in decode it streams from memory behind all the othe
 grouped by key (type, rows, bytes per row); for each key, largest first, every candidate shape is
 timed with the other keys at their current best, in interleaved rounds, and kept only if it beats
 the current one by more than MARGIN (run-to-run noise here is a few per cent: a tie keeps the untuned
-shape). After the shapes, one software prefetch distance for the whole step is chosen the same way
-(shapes.PREFETCH_CANDIDATES). Every choice gives the same bits, so tuning changes speed only.
+shape). The shapes are timed at a middle prefetch distance (shapes.SHAPE_TIMING_PREFETCH); after them,
+one software prefetch distance for the whole step is chosen the same way (shapes.PREFETCH_CANDIDATES). Every choice gives the same bits, so tuning changes speed only.
 
 Results are cached per CPU (model name, Numba's target CPU and the integer-dot forms compiled), thread
 count and key, in ggq-tune.json beside Numba's cache (NUMBA_CACHE_DIR, see runtime/__init__.py); a
@@ -24,7 +24,8 @@ import time
 import numpy as np
 
 from ggq import tune_cache
-from ggq.runtime.kernels.shapes import CANDIDATES, FAMILY, PREFETCH_CANDIDATES, UNTUNED, UNTUNED_PREFETCH
+from ggq.runtime.kernels.shapes import (CANDIDATES, FAMILY, PREFETCH_CANDIDATES, SHAPE_TIMING_PREFETCH, UNTUNED,
+                                       UNTUNED_PREFETCH)
 from ggq.runtime.kernels.step import KINDS
 
 MARGIN = 0.03          # a candidate must be this much faster than the current shape to replace it
@@ -133,6 +134,8 @@ def tune(step, threads: int, force: bool = False, progress=None) -> dict:
             mats[rows, SHAPE] = known[key]["shape"]
     to_measure = [key for key in groups if len(CANDIDATES[family[key]]) > 1 and (force or key not in known)]
     if to_measure:
+        cached_distance = known.get(prefetch_key(mats), {}).get("shape")
+        mats[:, PREFETCH] = cached_distance if cached_distance in PREFETCH_CANDIDATES else SHAPE_TIMING_PREFETCH
         _warm_up(step)
     for key in to_measure:
         if progress:

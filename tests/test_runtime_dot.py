@@ -13,7 +13,7 @@ from gguf.quants import quantize as gguf_quantize
 from ggq.quants import quantize
 from ggq.runtime.kernels.actquant import quantize_activations
 from ggq.runtime.kernels.dot_table import DOT_TYPES, PROMPT_TYPES, dot_kernels
-from ggq.runtime.kernels.shapes import KQUANT_CHUNKS, LEGACY_ROW_STEPS
+from ggq.runtime.kernels.shapes import KQUANT_CHUNKS, LEGACY_PAIRED_STEPS, LEGACY_ROW_STEPS
 
 RNG = np.random.default_rng(1234)
 LEGACY = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"]
@@ -176,13 +176,14 @@ def _fma32(a, b, c):
 
 
 @pytest.mark.parametrize("pf", [0, 4096])
-@pytest.mark.parametrize("step", LEGACY_ROW_STEPS + (7,))
+@pytest.mark.parametrize("step", LEGACY_ROW_STEPS + LEGACY_PAIRED_STEPS + (7,))
 @pytest.mark.parametrize("wtype", LEGACY)
 def test_legacy_matvec_follows_ggml_x86_float_order(wtype, step, pf):
     """Bit-exact against a numpy transcription of ggml-cpu/arch/x86/quants.c ggml_vec_dot_<t>_q8_<k>
     (AVX2 path): lane l of a block = integer sum over bytes 4l..4l+3; acc = fma(d_w * d_x, lane, acc);
     hsum_float_8(acc) = ((a4+a0) + (a6+a2)) + ((a5+a1) + (a7+a3)); plus summs = fma(m, s, summs).
-    For every kernel shape the tuner may pick (rows per step; 7 is not compiled: one row at a time),
+    For every kernel shape the tuner may pick (rows per step; 2 and 8 two rows a 512-bit vector where
+    the CPU has AVX512-VNNI, else 256-bit rows; 7 is not compiled: one row at a time),
     with and without software prefetch, so that tuning changes speed only."""
     fmt, matvec, _ = dot_kernels(wtype)
     w = _weights(wtype, 2 * max(LEGACY_ROW_STEPS) + 5, 576)  # multi-row steps, then single rows

@@ -21,9 +21,10 @@ import numpy as np
 from numba import njit, prange
 
 from ggq.runtime.kernels import vecir as v
+from ggq.runtime.kernels import vecir_pairs as vp
 from ggq.runtime.kernels import vecir_tile as vt
 from ggq.runtime.kernels.vecir_tile import GROUP, UNSIGNED
-from ggq.runtime.kernels.shapes import UNTUNED
+from ggq.runtime.kernels.shapes import LEGACY_PAIRED_STEPS, LEGACY_ROW_STEPS, UNTUNED
 
 STEP = UNTUNED["legacy"]
 GROUPS_PER_ITEM = 4  # row groups per parallel work item (32 rows: one scratch allocation each)
@@ -63,6 +64,10 @@ def _rows_q4_0(step, flat, r0, rb, xq, nb, out, pf):
         v.rows32_q4_0(flat, r0, rb, xq, nb, out, pf)
     elif step == 4:
         v.rows4_q4_0(flat, r0, rb, xq, nb, out, pf)
+    elif step == 8:
+        vp.pairs8_q4_0(flat, r0, rb, xq, nb, out, pf)
+    elif step == 2:
+        vp.pairs2_q4_0(flat, r0, rb, xq, nb, out, pf)
     else:
         v.row1_q4_0(flat, r0, rb, xq, nb, out, pf)
 
@@ -70,7 +75,7 @@ def _rows_q4_0(step, flat, r0, rb, xq, nb, out, pf):
 @njit(parallel=True, cache=True)
 def matvec_q4_0(w, xq, out, step=STEP, pf=0):
     flat, rb = w.reshape(-1), w.shape[1]
-    step = step if step == 4 or step == 32 else 1
+    step = step if step in LEGACY_ROW_STEPS or step in LEGACY_PAIRED_STEPS else 1
     nb, groups = rb // 18, w.shape[0] // step
     for g in prange(groups):
         _rows_q4_0(step, flat, step * g, rb, xq, nb, out, pf)
@@ -101,6 +106,10 @@ def _rows_q4_1(step, flat, r0, rb, xq, nb, out, pf):
         v.rows32_q4_1(flat, r0, rb, xq, nb, out, pf)
     elif step == 4:
         v.rows4_q4_1(flat, r0, rb, xq, nb, out, pf)
+    elif step == 8:
+        vp.pairs8_q4_1(flat, r0, rb, xq, nb, out, pf)
+    elif step == 2:
+        vp.pairs2_q4_1(flat, r0, rb, xq, nb, out, pf)
     else:
         v.row1_q4_1(flat, r0, rb, xq, nb, out, pf)
 
@@ -108,7 +117,7 @@ def _rows_q4_1(step, flat, r0, rb, xq, nb, out, pf):
 @njit(parallel=True, cache=True)
 def matvec_q4_1(w, xq, out, step=STEP, pf=0):
     flat, rb = w.reshape(-1), w.shape[1]
-    step = step if step == 4 or step == 32 else 1
+    step = step if step in LEGACY_ROW_STEPS or step in LEGACY_PAIRED_STEPS else 1
     nb, groups = rb // 20, w.shape[0] // step
     for g in prange(groups):
         _rows_q4_1(step, flat, step * g, rb, xq, nb, out, pf)
@@ -139,6 +148,10 @@ def _rows_q5_0(step, flat, r0, rb, xq, nb, out, pf):
         v.rows32_q5_0(flat, r0, rb, xq, nb, out, pf)
     elif step == 4:
         v.rows4_q5_0(flat, r0, rb, xq, nb, out, pf)
+    elif step == 8:
+        vp.pairs8_q5_0(flat, r0, rb, xq, nb, out, pf)
+    elif step == 2:
+        vp.pairs2_q5_0(flat, r0, rb, xq, nb, out, pf)
     else:
         v.row1_q5_0(flat, r0, rb, xq, nb, out, pf)
 
@@ -146,7 +159,7 @@ def _rows_q5_0(step, flat, r0, rb, xq, nb, out, pf):
 @njit(parallel=True, cache=True)
 def matvec_q5_0(w, xq, out, step=STEP, pf=0):
     flat, rb = w.reshape(-1), w.shape[1]
-    step = step if step == 4 or step == 32 else 1
+    step = step if step in LEGACY_ROW_STEPS or step in LEGACY_PAIRED_STEPS else 1
     nb, groups = rb // 22, w.shape[0] // step
     for g in prange(groups):
         _rows_q5_0(step, flat, step * g, rb, xq, nb, out, pf)
@@ -177,6 +190,10 @@ def _rows_q5_1(step, flat, r0, rb, xq, nb, out, pf):
         v.rows32_q5_1(flat, r0, rb, xq, nb, out, pf)
     elif step == 4:
         v.rows4_q5_1(flat, r0, rb, xq, nb, out, pf)
+    elif step == 8:
+        vp.pairs8_q5_1(flat, r0, rb, xq, nb, out, pf)
+    elif step == 2:
+        vp.pairs2_q5_1(flat, r0, rb, xq, nb, out, pf)
     else:
         v.row1_q5_1(flat, r0, rb, xq, nb, out, pf)
 
@@ -184,7 +201,7 @@ def _rows_q5_1(step, flat, r0, rb, xq, nb, out, pf):
 @njit(parallel=True, cache=True)
 def matvec_q5_1(w, xq, out, step=STEP, pf=0):
     flat, rb = w.reshape(-1), w.shape[1]
-    step = step if step == 4 or step == 32 else 1
+    step = step if step in LEGACY_ROW_STEPS or step in LEGACY_PAIRED_STEPS else 1
     nb, groups = rb // 24, w.shape[0] // step
     for g in prange(groups):
         _rows_q5_1(step, flat, step * g, rb, xq, nb, out, pf)
@@ -215,6 +232,10 @@ def _rows_q8_0(step, flat, r0, rb, xq, nb, out, pf):
         v.rows32_q8_0(flat, r0, rb, xq, nb, out, pf)
     elif step == 4:
         v.rows4_q8_0(flat, r0, rb, xq, nb, out, pf)
+    elif step == 8:
+        vp.pairs8_q8_0(flat, r0, rb, xq, nb, out, pf)
+    elif step == 2:
+        vp.pairs2_q8_0(flat, r0, rb, xq, nb, out, pf)
     else:
         v.row1_q8_0(flat, r0, rb, xq, nb, out, pf)
 
@@ -222,7 +243,7 @@ def _rows_q8_0(step, flat, r0, rb, xq, nb, out, pf):
 @njit(parallel=True, cache=True)
 def matvec_q8_0(w, xq, out, step=STEP, pf=0):
     flat, rb = w.reshape(-1), w.shape[1]
-    step = step if step == 4 or step == 32 else 1
+    step = step if step in LEGACY_ROW_STEPS or step in LEGACY_PAIRED_STEPS else 1
     nb, groups = rb // 34, w.shape[0] // step
     for g in prange(groups):
         _rows_q8_0(step, flat, step * g, rb, xq, nb, out, pf)

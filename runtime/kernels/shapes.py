@@ -4,7 +4,8 @@ Every matrix of the decode step's table (kernels/step.py) carries one shape valu
 family reads as follows:
 
     legacy (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0)   rows per step: rows that share each activation block load and
-                                        keep independent accumulator chains (vecir._legacy_rows)
+                                        keep independent accumulator chains (vecir._legacy_rows; 2 and
+                                        8: two rows a 512-bit vector, vecir_pairs)
     kquant (Q2_K .. Q6_K)               rows per parallel work item (the unit threads split rows by)
     float  (F32 F16 BF16)               unused (0)
 
@@ -16,13 +17,20 @@ without tuning (GGQ_TUNE=0), the shape ggq used before it could tune.
 """
 from __future__ import annotations
 
+from ggq.runtime.kernels.vecir_isa import HAVE_ZMM_VNNI
+
 # compiled forms (vecir rows<N>_<t>; others run one row at a time). 16 rows never won by more than noise
 # (Xeon: 32 by 10 %; Zen 5: 1 by 3-5x) and cost compile time, so it is not among them.
 LEGACY_ROW_STEPS = (1, 4, 32)
+# rows two to a 512-bit vector (vecir_pairs; x86 with AVX512-VNNI only). 1 Zen 5 thread, Q4_0 rows of
+# 576: 256-bit 1 / 4 / 32 rows 15 / 14 / 12 GB/s, pairs 2 / 8 rows 22 / 27 GB/s
+LEGACY_PAIRED_STEPS = (2, 8)
 KQUANT_CHUNKS = (4, 16, 64)
 
 # kernel family -> candidate shapes, and the untuned choice
-CANDIDATES: dict[str, tuple[int, ...]] = {"legacy": LEGACY_ROW_STEPS, "kquant": KQUANT_CHUNKS, "float": (0,)}
+CANDIDATES: dict[str, tuple[int, ...]] = {
+    "legacy": LEGACY_ROW_STEPS + (LEGACY_PAIRED_STEPS if HAVE_ZMM_VNNI else ()),
+    "kquant": KQUANT_CHUNKS, "float": (0,)}
 UNTUNED: dict[str, int] = {"legacy": 32, "kquant": 16, "float": 0}
 
 FAMILY: dict[str, str] = {
@@ -39,3 +47,7 @@ FAMILY: dict[str, str] = {
 # shape, it changes speed only.
 PREFETCH_CANDIDATES = (0, 4096, 16384)  # 1024 was never clearly best, and a candidate costs tuning time
 UNTUNED_PREFETCH = 0
+# the distance the shapes are timed at, before the distance itself is: several rows a step stream from
+# memory well only with it (Zen 5, one thread, a 64 MB Q4_0 matrix, 8 rows paired: 7.6 GB/s at 0,
+# 21.5 at 4096; one row 12.0 / 12.8), so timed at 0 they lost to one row that then kept the distance low
+SHAPE_TIMING_PREFETCH = 4096

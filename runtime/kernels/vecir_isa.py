@@ -5,8 +5,8 @@ vecir writes every integer dot product in generic LLVM vector IR, which any targ
 replaces part of it only where the CPU that Numba compiles for has the instruction, and computes the
 same integer lanes: every sum is exact, only the grouping of the integer additions differs, so all
 forms give bit-identical results. GGQ_NO_VNNI=1, GGQ_NO_MADD=1, GGQ_NO_SDOT=1 force the generic IR
-(GGQ_NO_ZMM=1 the 256-bit madd form)
-(tests, A/B timing). Numba's cache does not key on these switches: use one NUMBA_CACHE_DIR per setting.
+(GGQ_NO_ZMM=1 the 256-bit forms) for tests and A/B timing; ggq's default Numba cache keys on them
+(tune_cache.CODEGEN_ENV), an explicit NUMBA_CACHE_DIR does not: use one per setting.
 
 The IR shorthands at the top are vecir's too (this module is the lower layer, imported only by vecir).
 """
@@ -102,13 +102,16 @@ HAVE_VNNI = ({"+avx512vnni", "+avx512vl"} <= _FEATURES or "+avxvnni" in _FEATURE
 HAVE_MADD = "+avx2" in _FEATURES and not os.environ.get("GGQ_NO_MADD")
 # the same on 512-bit vectors, two 32-value chunks per instruction (vpermb needs AVX512-VBMI)
 HAVE_ZMM = HAVE_MADD and {"+avx512bw", "+avx512vbmi"} <= _FEATURES and not os.environ.get("GGQ_NO_ZMM")
+# the legacy blocks' vpdpbusd on 512-bit vectors, two rows a vector (vecir_pairs; tuned as shapes)
+HAVE_ZMM_VNNI = HAVE_VNNI and {"+avx512vnni", "+avx512bw"} <= _FEATURES and not os.environ.get("GGQ_NO_ZMM")
 # i8 x i8 quads on 128-bit vectors (sdot) for the legacy blocks and the k-quants that map onto them
 HAVE_SDOT = _has_dotprod(_NAME, _FEATURES) and not os.environ.get("GGQ_NO_SDOT")
 
 
 def describe() -> str:
     """The forms this process compiles, for logs and bench records."""
-    legacy = "sdot" if HAVE_SDOT else "vpdpbusd" if HAVE_VNNI else "generic IR"
+    legacy = ("sdot" if HAVE_SDOT else "vpdpbusd (also two rows a 512-bit vector)" if HAVE_ZMM_VNNI else
+              "vpdpbusd" if HAVE_VNNI else "generic IR")
     kquants = ("pmaddubsw/pmaddwd, 512-bit" if HAVE_ZMM else "pmaddubsw/pmaddwd" if HAVE_MADD else
                "sdot (Q2_K, Q4_K, Q5_K), generic IR (Q3_K, Q6_K)" if HAVE_SDOT else "generic IR")
     return f"target {_NAME}; legacy blocks: {legacy}; k-quants: {kquants}"
@@ -119,6 +122,12 @@ def _vpdpbusd(builder, acc, a, x):
     """acc + quads of u8(a) * i8(x): one AVX512-VNNI/AVX-VNNI instruction."""
     v8 = _vec(I32, 8)
     return _call(builder, "llvm.x86.avx512.vpdpbusd.256", v8, acc, builder.bitcast(a, v8), builder.bitcast(x, v8))
+
+
+def quads_vnni_zmm(builder, start, a, x):
+    """<16 x i32> start + quads of u8(a) * i8(x) for <64 x i8> a, x: one 512-bit vpdpbusd."""
+    v16 = _vec(I32, 16)
+    return _call(builder, "llvm.x86.avx512.vpdpbusd.512", v16, start, builder.bitcast(a, v16), builder.bitcast(x, v16))
 
 
 def quads_vnni(builder, a, x, offset):
