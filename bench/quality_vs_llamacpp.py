@@ -3,7 +3,8 @@ imatrix, judged by llama.cpp's own llama-perplexity --kl-divergence against its 
 
     /work/main/.venv/bin/python -P bench/quality_vs_llamacpp.py [--types q4_k_m,q2_k] [--variants ...]
 
-Standard measure (the issue's): eval.txt, -c 512, --chunks 20, -t 2; imatrix = llama-imatrix on
+Standard measure (the issue's): eval.txt, -c 512, --chunks 20, -t 2 (--eval A,B: a table per text; the
+second text of acceptance 5 comes from bench/second_text.py); imatrix = llama-imatrix on
 calibration.txt, -c 512, all chunks. Variants per type (files in ~/.cache/ggq-bench/quality):
     llama        llama-quantize F16 -> TYPE (bench/reference_files.py's file)
     llama-imat   llama-quantize --imatrix <llama-imatrix, all chunks> F16 -> TYPE
@@ -33,6 +34,7 @@ from bench.results import command_line, git_revision, machine, markdown_table, w
 
 WORK = REF.parent / "quality"
 EVAL = DATA / "text" / "eval.txt"
+TEXT = {"eval": EVAL}  # the text judged (--eval PATH: e.g. bench/second_text.py's, acceptance 5)
 TYPES = ("q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_k_s", "q4_0", "q3_k_m", "q2_k")
 VARIANTS = ("llama-imat", "ggq-gptq", "llama", "ggq-imat")
 KL_CHUNKS = {"n": 20}  # the issue's standard; --kl-chunks N for a shorter run
@@ -48,12 +50,18 @@ def run(cmd: list, log: Path) -> str:
     return done.stdout + done.stderr
 
 
+def _tag() -> str:
+    """'' for eval.txt (the issue's standard; the caches' old names), else '-<text's stem>'."""
+    return "" if TEXT["eval"] == EVAL else f"-{TEXT['eval'].stem}"
+
+
 def base_logits() -> Path:
-    path = WORK / f"f16-eval-{KL_CHUNKS['n']}.logits"
+    stem = TEXT["eval"].stem
+    path = WORK / f"f16-{stem}-{KL_CHUNKS['n']}.logits"
     if not path.is_file():  # written under a temporary name: an interrupted run leaves no partial file
         tmp = path.with_suffix(".part")
-        run([tool("llama-perplexity"), "-m", ref_path("F16"), "-f", EVAL, *PPL_ARGS, "--kl-divergence-base", tmp],
-            WORK / "f16-eval.log")
+        run([tool("llama-perplexity"), "-m", ref_path("F16"), "-f", TEXT["eval"], *PPL_ARGS,
+             "--kl-divergence-base", tmp], WORK / f"f16-{stem}.log")
         tmp.replace(path)
     return path
 
@@ -71,11 +79,11 @@ def llama_imatrix() -> Path:
 def kld(model: Path) -> dict:
     """llama-perplexity --kl-divergence of `model` against the F16 logits: PPL, mean KLD, same top-1
     (kept beside the file in <file>.kld.json while the file is unchanged, so a rerun reuses it)."""
-    cached = model.with_name(f"{model.name}.kld{KL_CHUNKS['n']}.json")
+    cached = model.with_name(f"{model.name}.kld{KL_CHUNKS['n']}{_tag()}.json")
     if cached.is_file() and cached.stat().st_mtime > model.stat().st_mtime:
         return json.loads(cached.read_text())
-    out = run([tool("llama-perplexity"), "-m", model, "-f", EVAL, *PPL_ARGS, "--kl-divergence-base", base_logits(),
-               "--kl-divergence"], WORK / f"{model.stem}.kld{KL_CHUNKS['n']}.log")
+    out = run([tool("llama-perplexity"), "-m", model, "-f", TEXT["eval"], *PPL_ARGS, "--kl-divergence-base",
+               base_logits(), "--kl-divergence"], WORK / f"{model.stem}.kld{KL_CHUNKS['n']}{_tag()}.log")
     grab = lambda pattern: float(re.search(pattern, out).group(1))  # noqa: E731
     result = {"bytes": model.stat().st_size, "ppl": grab(r"Mean PPL\(Q\)\s*:\s*([\d.]+)"),
               "kld": grab(r"Mean\s+KLD:\s*([\d.]+)"), "top": grab(r"Same top p:\s*([\d.]+)")}
@@ -105,6 +113,20 @@ class GgqCalibration:
             cache.write_bytes(pickle.dumps(self._stats))
         return self._stats
 
+    def sensitivities(self) -> dict:
+        """The allocator's per-tensor sensitivities on calibration.txt, kept in WORK/ggq-sensitivity.json."""
+        cache = WORK / "ggq-sensitivity-v1.json"
+        if not cache.is_file():
+            from ggq.convert.allocate import sensitivities
+            from ggq.convert.calibrated import QuantOptions
+            from ggq.convert.pipeline import open_checkpoint_source
+            t0 = time.time()
+            found = sensitivities(QuantOptions(calibration=str(CALIBRATION)), open_checkpoint_source(str(MODEL_DIR)),
+                                  quiet=True)
+            print(f"sensitivities: {len(found)} tensors in {time.time() - t0:.0f} s", flush=True)
+            cache.write_text(json.dumps(found))
+        return json.loads(cache.read_text())
+
 
 def make_file(variant: str, ftype: str, calibration: GgqCalibration) -> Path:
     if variant == "llama":
@@ -121,7 +143,8 @@ def make_file(variant: str, ftype: str, calibration: GgqCalibration) -> Path:
     if variant == "ggq-budget":
         from ggq.convert.allocate import Budget
         convert(str(MODEL_DIR), ftype, str(path), quiet=True, budget=Budget(ref_path(ftype.upper()).stat().st_size),
-                quant=QuantOptions(calibration=str(CALIBRATION), statistics=calibration.get()))
+                quant=QuantOptions(calibration=str(CALIBRATION), statistics=calibration.get(),
+                                   sensitivities=calibration.sensitivities()))
         return path
     method = {"ggq-imat": "imatrix", "ggq-gptq": "gptq", "ggq-gptq-imat": "gptq-imatrix"}[variant]
     convert(str(MODEL_DIR), ftype, str(path), quiet=True,
@@ -131,17 +154,21 @@ def make_file(variant: str, ftype: str, calibration: GgqCalibration) -> Path:
 
 def _has_result(variant: str, ftype: str) -> bool:
     path = ref_path(ftype.upper()) if variant == "llama" else WORK / f"{variant}-{ftype.upper()}.gguf"
-    return path.with_name(f"{path.name}.kld{KL_CHUNKS['n']}.json").is_file()
+    return path.with_name(f"{path.name}.kld{KL_CHUNKS['n']}{_tag()}.json").is_file()
 
 
 def table_body(results: dict, variants) -> str:
     rows = []
     for ftype, by_variant in results.items():
+        ref = by_variant.get("llama-imat")
         for v in variants:
             r = by_variant.get(v)
             if r:
-                rows.append([ftype, v, f"{r['bytes']:,}", f"{r['ppl']:.3f}", f"{r['kld']:.5f}", f"{r['top']:.2f} %"])
-    return markdown_table(["type", "variant", "file bytes", "PPL", "mean KLD", "same top-1"], rows)
+                ratio = f"{r['kld'] / ref['kld']:.2f}" if ref and v != "llama-imat" else ""
+                rows.append([ftype, v, f"{r['bytes']:,}", f"{r['ppl']:.3f}", f"{r['kld']:.5f}", ratio,
+                             f"{r['top']:.2f} %"])
+    return markdown_table(["type", "variant", "file bytes", "PPL", "mean KLD", "KLD / llama-imat", "same top-1"],
+                          rows)
 
 
 def budget_mixes(results: dict) -> str:
@@ -161,15 +188,19 @@ def budget_mixes(results: dict) -> str:
     return "\n\nTypes in the ggq-budget files:\n\n" + markdown_table(["target", "token_embd", "tensors"], rows)
 
 
-def write_table(results: dict, variants) -> None:
+def write_table(by_text: dict, variants, note: str) -> None:
+    """One table per judged text (by_text: text name -> type -> variant -> figures)."""
+    tables = "".join(f"\n\n### {name}\n\n" + table_body(results, variants) + budget_mixes(results)
+                     for name, results in by_text.items())
     body = (f"## Quality vs llama.cpp (issue 13)\n\n`{command_line()}` at {git_revision()} on {machine()}.\n"
-            f"Judged by llama-perplexity --kl-divergence against the F16 file's logits (eval.txt, "
-            f"{' '.join(PPL_ARGS)}); llama's imatrix: llama-imatrix on calibration.txt, -c 512, all chunks. "
-            f"ggq-budget: `ggq convert --calibration calibration.txt --target-size <bytes of llama's TYPE file>`, "
-            f"types chosen per tensor (its row is the target it was given, not a fixed mix). The checkpoint's block "
-            f"weights lie on Q4_1 grids (bench/README.md), which the budget's measurement finds: Q4_1 (5 bits per "
-            f"weight) is nearly lossless on them, so its rows say more about this checkpoint than about typical "
-            f"models.\n\n" + table_body(results, variants) + budget_mixes(results))
+            f"Judged by llama-perplexity --kl-divergence against the F16 file's logits on each text "
+            f"({' '.join(PPL_ARGS)}); llama's imatrix: llama-imatrix on calibration.txt, -c 512, all chunks. "
+            f"ggq-budget: `ggq convert --calibration calibration.txt --type TYPE --target-size <bytes of llama's "
+            f"TYPE file without imatrix>`, types chosen per tensor by predicted KL (convert/allocate.py: each "
+            f"tensor's sensitivity measured on calibration.txt times a fixed per-type distortion table of Gaussian/"
+            f"Laplacian weights; the TYPE mix kept where predicted better); its row is the target it was given, "
+            f"not a fixed mix. Same files on every text (all made from calibration.txt only)."
+            + tables + (f"\n\n{note}" if note else ""))
     write_section("quality_vs_llamacpp", body)
 
 
@@ -225,7 +256,10 @@ def main() -> None:
     ap.add_argument("--types", default=",".join(TYPES))
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--parts", default="table,interop", help="table, interop; files: only make the files")
-    ap.add_argument("--kl-chunks", type=int, default=20, help="chunks of eval.txt judged (default 20)")
+    ap.add_argument("--kl-chunks", type=int, default=20, help="chunks of each text judged (default 20)")
+    ap.add_argument("--eval", default=str(EVAL), help="texts judged, comma-separated (default eval.txt; "
+                    "bench/second_text.py makes a second one)")
+    ap.add_argument("--note", default="", help="a paragraph under the tables")
     ap.add_argument("--cached-only", action="store_true", help="write the table from earlier runs' results only")
     args = ap.parse_args()
     KL_CHUNKS["n"] = args.kl_chunks
@@ -242,18 +276,20 @@ def main() -> None:
                     print(ftype, v, make_file(v, ftype, calibration), flush=True)
     if "table" not in args.parts.split(","):
         return
-    results: dict = {}
-    for ftype in args.types.split(","):
-        results[ftype] = {}
-        for v in variants:
-            if v == "llama-imat" and ftype == "q8_0":
-                continue  # Q8_0 has no scale search for an imatrix to weight
-            if args.cached_only and not _has_result(v, ftype):
-                continue
-            results[ftype][v] = kld(make_file(v, ftype, calibration))
-            print(ftype, v, results[ftype][v], flush=True)
-            write_table(results, variants)
-
+    by_text: dict = {}
+    for text in args.eval.split(","):
+        TEXT["eval"] = Path(text).expanduser()
+        results = by_text[TEXT["eval"].name] = {}
+        for ftype in args.types.split(","):
+            results[ftype] = {}
+            for v in variants:
+                if v == "llama-imat" and ftype == "q8_0":
+                    continue  # Q8_0 has no scale search for an imatrix to weight
+                if args.cached_only and not _has_result(v, ftype):
+                    continue
+                results[ftype][v] = kld(make_file(v, ftype, calibration))
+                print(TEXT["eval"].name, ftype, v, results[ftype][v], flush=True)
+                write_table(by_text, variants, args.note)
 
 if __name__ == "__main__":
     main()

@@ -38,6 +38,8 @@ class QuantOptions:
     # library use: statistics already collected (runtime.imatrix.InputStatistics with its chunk count),
     # so that several conversions of one checkpoint share one calibration run
     statistics: tuple | None = None
+    # library use: the budget allocator's per-tensor sensitivities (convert/sensitivity.py) already measured
+    sensitivities: dict | None = None
 
     @property
     def chosen(self) -> str:
@@ -100,9 +102,9 @@ def _imatrix_metadata(source: str, imatrix) -> dict:
 
 
 class _Bar:
-    def __init__(self):
+    def __init__(self, desc: str, unit: str):
         from tqdm import tqdm
-        self.tqdm = tqdm(total=None, unit="chunk", desc="calibration", file=sys.stderr, dynamic_ncols=True)
+        self.tqdm = tqdm(total=None, unit=unit, desc=desc, file=sys.stderr, dynamic_ncols=True)
 
     def step(self, done: int, total: int) -> None:
         self.tqdm.total = total
@@ -112,8 +114,8 @@ class _Bar:
         self.tqdm.close()
 
 
-def _bar(quiet: bool) -> _Bar | None:
-    return None if quiet or not sys.stderr.isatty() else _Bar()
+def _bar(quiet: bool, desc: str = "calibration", unit: str = "chunk") -> _Bar | None:
+    return None if quiet or not sys.stderr.isatty() else _Bar(desc, unit)
 
 
 def prepare(quant: QuantOptions, ckpt, quiet: bool = False, collected=None):
