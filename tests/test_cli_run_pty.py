@@ -29,6 +29,10 @@ class Terminal:
         pid, fd = pty.fork()
         if pid == 0:  # child: exec at once (nothing else is safe after fork)
             try:
+                # as a shell starts a foreground command: a runner that started this suite in the
+                # background (`cmd &` without job control) left SIGINT ignored, which ggq, like Python,
+                # keeps so; a terminal's Ctrl-C would then do nothing at the prompt
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
                 os.execve(argv[0], argv, env)
             finally:
                 os._exit(127)

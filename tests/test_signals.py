@@ -23,9 +23,11 @@ import signal
 import sys
 import ggq.quants
 
-# as from a terminal: under nohup (a CI runner started that way) SIGHUP arrives ignored, and ggq
-# rightly keeps it so, which would leave nothing for the SIGHUP case to test
-signal.signal(signal.SIGHUP, signal.SIG_DFL)
+# as a shell starts a foreground command: under nohup SIGHUP arrives ignored, and in a job started with
+# `&` without job control SIGINT does; ggq rightly keeps an ignored signal so, which would leave nothing
+# to test
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, signal.SIG_DFL)
 
 def blocked_quantize(*args, **kwargs):
     sys.stdin.read()
