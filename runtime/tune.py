@@ -28,6 +28,7 @@ from ggq.runtime.kernels.shapes import (CANDIDATES, FAMILY, PREFETCH_CANDIDATES,
                                        UNTUNED_PREFETCH)
 from ggq.runtime.kernels.step import KINDS
 
+DISTURBED = 0.25       # reference steps further apart than this: the machine was not steady (_steady)
 MARGIN = 0.03          # a candidate must be this much faster than the current shape to replace it
 ROUNDS = 3             # interleaved rounds per key; each candidate's best round counts
 MIN_ROUND_S = 0.02     # each timed round runs whole decode steps for at least this long
@@ -86,15 +87,26 @@ def _warm_up(step) -> None:
         last = now
 
 
-def _best_of(step, rows: np.ndarray, column: int, candidates, untuned: int) -> tuple[int, dict]:
+def _best_of(step, rows: np.ndarray, column: int, candidates, untuned: int,
+             fastest: list[float]) -> tuple[int, dict] | None:
     """Best value of step.mats[rows, column] among candidates, timed in interleaved rounds; a value
-    replaces the untuned one only if it is faster by more than MARGIN."""
+    replaces the untuned one only if it is faster by more than MARGIN. None, with the column as it was,
+    if the machine was not steady meanwhile (_steady). fastest[0]: the fastest step this tuning has timed
+    as the table then was (each choice only makes the step faster), updated here."""
     mats, pos = step.mats, step.spare_position
+    entry = mats[rows, column].copy()
+    before = _time_steps(step, pos)
     best = {c: float("inf") for c in candidates}
     for _ in range(ROUNDS):
         for c in candidates:
             mats[rows, column] = c
             best[c] = min(best[c], _time_steps(step, pos))
+    mats[rows, column] = entry
+    after = _time_steps(step, pos)
+    steady = _steady(before, after, best.get(int(entry[0])), fastest[0])
+    fastest[0] = min(fastest[0], before, after)
+    if not steady:
+        return None
     choice = untuned
     for c in candidates:
         if best[c] < best[choice] * (1 - MARGIN):
@@ -103,9 +115,20 @@ def _best_of(step, rows: np.ndarray, column: int, candidates, untuned: int) -> t
     return choice, {str(c): best[c] for c in candidates}
 
 
-def _tune_key(step, rows: np.ndarray, family: str, pos: int) -> tuple[int, dict]:
+def _steady(before: float, after: float, entry_best: float | None, fastest: float) -> bool:
+    """Whether the step as it was took the same time before and after a key's rounds, as long as its
+    best round (where the entry value was a candidate), and no longer than the fastest step timed before. A neighbour that takes the cores
+    or the page cache in between makes steps slower by whole factors (here once 5-8 ms steps timed at
+    70-400 ms, and the choices then made were kept in the cache): such a key is left as it was and
+    measured again next time, rather than chosen from noise."""
+    slow, fast = max(before, after), min(before, after)
+    limit = (1 + DISTURBED) * min(fast, fastest)
+    return slow <= limit and (entry_best is None or entry_best <= limit)
+
+
+def _tune_key(step, rows: np.ndarray, family: str, fastest: list[float]) -> tuple[int, dict] | None:
     """Best shape for the matrices `rows` of step.mats (one key), the other matrices as they are."""
-    return _best_of(step, rows, SHAPE, CANDIDATES[family], UNTUNED[family])
+    return _best_of(step, rows, SHAPE, CANDIDATES[family], UNTUNED[family], fastest)
 
 
 def _keys_by_size(mats: np.ndarray) -> dict[str, np.ndarray]:
@@ -137,11 +160,13 @@ def tune(step, threads: int, force: bool = False, progress=None) -> dict:
         cached_distance = known.get(prefetch_key(mats), {}).get("shape")
         mats[:, PREFETCH] = cached_distance if cached_distance in PREFETCH_CANDIDATES else SHAPE_TIMING_PREFETCH
         _warm_up(step)
+    fastest = [float("inf")]
     for key in to_measure:
         if progress:
             progress(key)
-        choice, times = _tune_key(step, groups[key], family[key], step.spare_position)
-        known[key] = {"shape": choice, "times": times}
+        measured = _tune_key(step, groups[key], family[key], fastest)
+        if measured is not None:
+            known[key] = {"shape": measured[0], "times": measured[1]}
     measured = _tune_prefetch(step, known, force, progress)  # with the shapes chosen (the untuned 32-row
     if to_measure or measured:                               # steps ran Q8_0 at a third of the speed)
         tune_cache.write(data)
@@ -164,8 +189,10 @@ def _tune_prefetch(step, known: dict, force: bool, progress) -> bool:
     _warm_up(step)
     if progress:
         progress(key)
-    choice, times = _best_of(step, rows, PREFETCH, PREFETCH_CANDIDATES, UNTUNED_PREFETCH)
-    known[key] = {"shape": choice, "times": times}
+    measured = _best_of(step, rows, PREFETCH, PREFETCH_CANDIDATES, UNTUNED_PREFETCH, [float("inf")])
+    if measured is None:
+        return False
+    known[key] = {"shape": measured[0], "times": measured[1]}
     return True
 
 

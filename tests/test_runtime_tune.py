@@ -90,3 +90,20 @@ def test_tune_of_a_file_that_is_not_gguf_is_one_clear_line(tmp_path, tune_cache,
     assert out == ""
     assert err.startswith(f"ggq: {bad}: ") and err.count("\n") == 1
     assert not tune_cache.exists()
+
+
+def test_a_machine_that_was_not_steady_chooses_and_caches_nothing(q4_1_gguf, tune_cache, monkeypatch):
+    """Steps timed 50x slower while the candidates run (a neighbour took the cores): every key is left
+    untuned and uncached, so the next run measures again instead of keeping choices made from noise."""
+    calls = {"n": 0}
+
+    def neighbour_during_rounds(step, pos):
+        calls["n"] += 1
+        return 0.250 if calls["n"] % 7 not in (1, 0) else 0.005  # only some reference steps are quick
+
+    monkeypatch.setattr(tune, "_time_steps", neighbour_during_rounds)
+    monkeypatch.setattr(tune, "_warm_up", lambda step: None)
+    _, shapes, mats = _decode(q4_1_gguf, TOKENS[:1])
+    assert list(shapes) == [UNTUNED[FAMILY[KINDS[k]]] for k in mats[:, 3]]
+    section = json.loads(tune_cache.read_text()).get(tune.cpu_id(), {}).get("1", {}) if tune_cache.exists() else {}
+    assert not any(key in section for key in (tune.matrix_key(mats, m) for m in range(mats.shape[0])))
