@@ -26,6 +26,7 @@ from ggq.quants import quantize  # noqa: E402
 from ggq.runtime.cuda import attention as at  # noqa: E402
 from ggq.runtime.cuda import kernels as kn  # noqa: E402
 from ggq.runtime.cuda import matvec as mv  # noqa: E402
+from ggq.runtime.cuda import matvec_pairs as mp  # noqa: E402
 from ggq.runtime.cuda.quant import SUPPORTED  # noqa: E402
 from ggq.runtime.cuda.upload import upload_file  # noqa: E402
 from ggq.runtime.kernels import nn  # noqa: E402
@@ -62,14 +63,14 @@ def pack(matrices: list[tuple[str, np.ndarray]], per_launch_unit: int = 1):
 
 
 def matvec(views, segs, n_rows, x, prep, norm_w=None, up=None, out=None, accumulate=False, softcap=0.0,
-           blocks=None, int_dots=False, sumsq=None, ss_in=-1, ss_out=-1):
+           blocks=None, int_dots=False, sumsq=None, ss_in=-1, ss_out=-1, kernel=None):
     x = x.reshape(1, -1).astype(np.float32)
     d_out = cuda.to_device(np.zeros((1, n_rows), np.float32) if out is None else out.reshape(1, -1))
     norm_w = np.ones(x.shape[1], np.float32) if norm_w is None else norm_w
     up = x if up is None else up.reshape(1, -1)
     blocks = blocks or -(-n_rows // kn.MATVEC_WARPS)
     sumsq = cuda.to_device(np.zeros(2)) if sumsq is None else sumsq
-    kernel = mv.matvec_int if int_dots else mv.matvec
+    kernel = kernel or (mv.matvec_int if int_dots else mv.matvec)
     kernel[(blocks,), kn.MATVEC_WARPS * kn.WARP, 0, mv.shared_bytes(x.shape[1], int_dots)](
         segs, *mv.matvec_args(views), cuda.to_device(x), cuda.to_device(up), cuda.to_device(norm_w), 1e-6, prep, d_out,
         accumulate, softcap, sumsq, ss_in, ss_out)
@@ -98,6 +99,24 @@ def test_matvec_integer_dots_match_int8_rounded_activations(qtype):
     expected = np.concatenate([w[:3] @ q8_blocks(x), w[3:] @ x.astype(np.float64)])
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
     assert np.abs(got[:3] - w[:3] @ x).max() > 1e-6        # it did round x
+
+
+def test_matvec_row_pairs_give_matvec_int_bits():
+    """matvec_pairs (two rows a warp per round): the same bits as matvec_int, with one block (each warp
+    several pairs, the last row alone), pairs across two segments of one format and of two formats
+    (Q4_K + Q4_K, then Q4_K + F16: one row at a time), accumulate and the squares out."""
+    rng = np.random.default_rng(13)
+    views, segs, w = pack([("Q4_K", rng.standard_normal((5, 256)).astype(np.float32)),
+                           ("Q4_K", rng.standard_normal((3, 256)).astype(np.float32)),
+                           ("F16", rng.standard_normal((3, 256)).astype(np.float32))])
+    x, start = rng.standard_normal(256).astype(np.float32), rng.standard_normal(11).astype(np.float32)
+    runs = []
+    for kernel in (mv.matvec_int, mp.matvec_int_pairs):
+        sumsq = cuda.to_device(np.zeros(2))
+        runs.append((matvec(views, segs, 11, x, kn.PREP_COPY, out=start.copy(), accumulate=True, blocks=1,
+                            int_dots=True, sumsq=sumsq, ss_out=1, kernel=kernel), sumsq.copy_to_host()[1]))
+    np.testing.assert_array_equal(runs[1][0], runs[0][0])
+    np.testing.assert_allclose(runs[1][1], runs[0][1], rtol=1e-12)
 
 
 def test_matvec_norm_from_summed_squares_and_squares_out():
@@ -255,8 +274,7 @@ def test_decode_attention_matches_the_cpu_kernels(neox, extras, window, pos0, hd
     at.attend_decode(hd)[(n_head,), at.ATT_WARPS * kn.WARP](
         cuda.to_device(qkv), cuda.to_device(bias), cuda.to_device(q_norm), cuda.to_device(k_norm),
         cuda.to_device(inv_freq), 1.0, cuda.to_device(np.array([0, pos0, 0], np.int64)), d_k, d_v,
-        cuda.to_device(np.array([n_head, n_kv, hd, hd // 2], np.int64)),
-        cuda.to_device(np.array([extras, extras, neox], np.int64)), eps, 1 / math.sqrt(hd), window, att)
+        n_head, n_kv, hd, hd // 2, int(extras), int(extras), int(neox), eps, 1 / math.sqrt(hd), window, att)
     kc2, vc2, expected = _cpu_attention(qkv, kc, vc, pos0, n_head, n_kv, hd, inv_freq, neox, bias,
                                         q_norm if extras else None, k_norm, window, eps)
     np.testing.assert_allclose(d_k.copy_to_host(), kc2, rtol=1e-5, atol=1e-6)

@@ -161,102 +161,162 @@ def attend(qkv, k_cache, v_cache, state, window, scores, out):
 
 
 # warps of a decode attention block, each its own share of positions (at most MAX_WARPS)
-ATT_WARPS = 1 if SIMULATED else int(os.environ.get("GGQ_CUDA_ATT_WARPS", 8))
+ATT_WARPS = 1 if SIMULATED else int(os.environ.get("GGQ_CUDA_ATT_WARPS", 16))
 MAX_WARPS = 16
-POS_UNROLL = 4                       # positions a warp takes a round: their k and v loads issue together
+# k and v values a lane holds per round (positions a round x values a lane): 8 positions of 64-value
+# heads, so that 16 warps cover a 128-token context in the one round whose loads are issued first;
+# wider heads take fewer positions a round rather than spill registers
+ROUND_VALUES = int(os.environ.get("GGQ_CUDA_ATT_VALUES", 16))
+
+
+def positions_a_round(nd: int) -> int:
+    return max(1, min(8, ROUND_VALUES // nd))
+
+
+@device
+def _load_kv(k_cache, v_cache, g, base, last, lane, hd, kr, vr):
+    """kr[u], vr[u] = this lane's values of cached positions min(base + u, last), all loads issued at once
+    (clamped, never skipped by a branch)."""
+    for u in range(kr.shape[0]):
+        jc = min(base + u, last)
+        for m in range(kr.shape[1]):
+            d = min(lane + WARP * m, hd - 1)
+            kr[u, m] = k_cache[g, jc, d]
+            vr[u, m] = v_cache[g, jc, d]
+
+
+@device
+def _own_kv(ks, vs, base, p, lane, hd, kr, vr):
+    """Positions base + u >= p take the new token's k and v (shared memory) instead of what was loaded:
+    p's own values from before its cache write, and finite values past p (weighted 0 afterwards)."""
+    for u in range(kr.shape[0]):
+        if base + u >= p:
+            for m in range(kr.shape[1]):
+                d = min(lane + WARP * m, hd - 1)
+                kr[u, m] = ks[d]
+                vr[u, m] = vs[d]
+
+
+@device
+def _finish_head(qkv, bias, q_norm, k_norm, inv_freq, pos_scale, p, k_cache, v_cache, head, g, n_head, n_kv,
+                 hd, half, has_bias, qk_norm, neox, eps, qs, ks, vs, red):
+    """qkv_finish's work on q head `head` and kv head g: bias, per-head norm, rope at p, k and v into the
+    cache at p (every q head of a group writes the same bits); qs, ks, vs hold the results, synced."""
+    tid, nt = cuda.threadIdx.x, cuda.blockDim.x
+    _load_head(qkv, 0, head * hd, bias, has_bias, hd, qs)
+    _load_head(qkv, 0, (n_head + g) * hd, bias, has_bias, hd, ks)
+    _load_head(qkv, 0, (n_head + n_kv + g) * hd, bias, has_bias, hd, vs)
+    cuda.syncthreads()
+    if qk_norm:
+        _head_norm(qs, hd, q_norm, eps, red)
+        _head_norm(ks, hd, k_norm, eps, red)
+    for i in range(tid, half, nt):
+        c, s = _angle(p, pos_scale, inv_freq, i)
+        _rope_pair(qs, i, half, neox, c, s)
+        _rope_pair(ks, i, half, neox, c, s)
+    cuda.syncthreads()
+    for d in range(tid, hd, nt):
+        k_cache[g, p, d] = ks[d]
+        v_cache[g, p, d] = vs[d]
+    cuda.syncthreads()                  # the block's own cache writes are visible to it after this
 
 
 def _decode_attention(nd: int):
     """attend_decode for heads of nd * 32 values or fewer (nd a constant, so that a lane's values of q, of
     the round's keys and values and of its output stay in registers)."""
-    @cuda.jit
-    def attend_decode(qkv, bias, q_norm, k_norm, inv_freq, pos_scale, state, k_cache, v_cache, dims, flags, eps,
-                      attn_scale, window, out):
-        """Decode (one token at p = state[1]): for q head blockIdx.x, qkv_finish's work on its q and on its
-        kv head's k and v (every q head of a group writes the same k and v into the cache: same bits, so
-        the race is harmless), then softmax(q . K[lo:p+1]) V.
+    unroll = positions_a_round(nd)
 
-        Why one kernel: qkv_finish and attend were two launches a layer waiting on each other, and attend
-        waited a memory round trip per load. Here each warp takes POS_UNROLL positions a round, lane l
-        holding values l, l + 32, ... of the head: all k and v loads of a round issue at once, a warp-wide
-        butterfly sums each score, and the softmax is kept online (running max and sum per warp); the
-        warps' partial results are merged at the end."""
+    @cuda.jit
+    def attend_decode(qkv, bias, q_norm, k_norm, inv_freq, pos_scale, state, k_cache, v_cache, n_head, n_kv, hd,
+                      half, has_bias, qk_norm, neox, eps, attn_scale, window, out):
+        """Decode (one token at p = state[1]): for q head blockIdx.x, qkv_finish's work (_finish_head),
+        then softmax(q . K[lo:p+1]) V. Shapes and flags are scalar arguments (no dependent load of them).
+
+        Why this shape: each launch is a chain of memory round trips, so the first round's cached keys and
+        values (positions below p) are loaded before anything else and arrive while the new token's q, k
+        and v are finished. Each warp takes positions_a_round positions a round, lane l holding values l, l + 32,
+        ... of the head; the round's scores are butterfly-summed together, then one max and one rescale
+        per round (online softmax per warp); the warps' partial results are merged at the end."""
         qs = cuda.shared.array(MAX_HEAD_DIM, float32)
         ks = cuda.shared.array(MAX_HEAD_DIM, float32)
         vs = cuda.shared.array(MAX_HEAD_DIM, float32)
         red = cuda.shared.array(WARP, float64)
-        w_max = cuda.shared.array(WARP, float32)
-        w_sum = cuda.shared.array(WARP, float32)
-        w_acc = cuda.shared.array((MAX_WARPS, MAX_HEAD_DIM), float32)
         scratch = cuda.shared.array(SCRATCH, float32)
-        head, tid, nt = cuda.blockIdx.x, cuda.threadIdx.x, cuda.blockDim.x
-        n_head, n_kv, hd, half = dims[0], dims[1], dims[2], dims[3]
+        head, tid = cuda.blockIdx.x, cuda.threadIdx.x
+        lane, warp, warps = tid % WARP, tid // WARP, cuda.blockDim.x // WARP
         g = head // (n_head // n_kv)
         p = state[1]
-        _load_head(qkv, 0, head * hd, bias, flags[0], hd, qs)
-        _load_head(qkv, 0, (n_head + g) * hd, bias, flags[0], hd, ks)
-        _load_head(qkv, 0, (n_head + n_kv + g) * hd, bias, flags[0], hd, vs)
-        cuda.syncthreads()
-        if flags[1]:
-            _head_norm(qs, hd, q_norm, eps, red)
-            _head_norm(ks, hd, k_norm, eps, red)
-        for i in range(tid, half, nt):
-            c, s = _angle(p, pos_scale, inv_freq, i)
-            _rope_pair(qs, i, half, flags[2], c, s)
-            _rope_pair(ks, i, half, flags[2], c, s)
-        cuda.syncthreads()
-        for d in range(tid, hd, nt):
-            k_cache[g, p, d] = ks[d]
-            v_cache[g, p, d] = vs[d]
-        cuda.syncthreads()                  # the block's own cache writes are visible to it after this
-        lane, warp, warps = tid % WARP, tid // WARP, nt // WARP
+        lo = max(0, p - window + 1) if window > 0 else 0
+        first = lo + warp * unroll
+        kr = cuda.local.array((unroll, nd), float32)
+        vr = cuda.local.array((unroll, nd), float32)
+        _load_kv(k_cache, v_cache, g, first, p, lane, hd, kr, vr)       # position p itself: replaced below
+        _finish_head(qkv, bias, q_norm, k_norm, inv_freq, pos_scale, p, k_cache, v_cache, head, g, n_head, n_kv,
+                     hd, half, has_bias, qk_norm, neox, eps, qs, ks, vs, red)
         q = cuda.local.array(nd, float32)
         acc = cuda.local.array(nd, float32)
         for m in range(nd):
             d = lane + WARP * m
             q[m] = qs[min(d, hd - 1)] * attn_scale if d < hd else float32(0.0)    # q is 0 past hd
             acc[m] = 0.0
-        lo = max(0, p - window + 1) if window > 0 else 0
         best, total = float32(-np.inf), float32(0.0)
-        kr = cuda.local.array((POS_UNROLL, nd), float32)
-        vr = cuda.local.array((POS_UNROLL, nd), float32)
-        for base in range(lo + warp * POS_UNROLL, p + 1, warps * POS_UNROLL):    # warp-uniform trip count
-            for u in range(POS_UNROLL):
-                jc = min(base + u, p)       # loads clamped, never skipped, so that they all issue together
-                for m in range(nd):
-                    d = min(lane + WARP * m, hd - 1)
-                    kr[u, m] = k_cache[g, jc, d]
-                    vr[u, m] = v_cache[g, jc, d]
-            for u in range(POS_UNROLL):
-                s = float32(0.0)
-                for m in range(nd):
-                    s += q[m] * kr[u, m]
-                s = _warp_allsum(s, scratch)
-                if base + u <= p:
-                    new_best = max(best, s)
-                    fade, e = math.exp(best - new_best), math.exp(s - new_best)
-                    total = total * fade + e
-                    for m in range(nd):
-                        acc[m] = acc[m] * fade + e * vr[u, m]
-                    best = new_best
-        if lane == 0:
-            w_max[warp], w_sum[warp] = best, total
-        for m in range(nd):
-            if lane + WARP * m < hd:
-                w_acc[warp, lane + WARP * m] = acc[m]
-        cuda.syncthreads()
-        top = w_max[0]
-        for w in range(1, warps):
-            top = max(top, w_max[w])
-        den = float32(0.0)
-        for w in range(warps):
-            den += w_sum[w] * math.exp(w_max[w] - top)      # a warp that saw no position: 0 * exp(-inf)
-        for d in range(tid, hd, nt):
-            num = float32(0.0)
-            for w in range(warps):
-                num += w_acc[w, d] * math.exp(w_max[w] - top)
-            out[0, head * hd + d] = num / den
+        sc = cuda.local.array(unroll, float32)
+        for base in range(first, p + 1, warps * unroll):    # warp-uniform trip count
+            if base != first:
+                _load_kv(k_cache, v_cache, g, base, p, lane, hd, kr, vr)
+            _own_kv(ks, vs, base, p, lane, hd, kr, vr)
+            best, total = _attend_round(q, kr, vr, base, p, best, total, acc, sc, scratch)
+        _merge_warps(best, total, acc, head, hd, lane, warp, warps, out)
     return attend_decode
+
+
+@device
+def _attend_round(q, kr, vr, base, p, best, total, acc, sc, scratch):
+    """One round of a warp's online softmax over positions base .. base + kr.shape[0] - 1 (those past p
+    weigh 0): the scores first (independent butterflies), then one rescale of the running sums."""
+    top = best
+    for u in range(kr.shape[0]):
+        s = float32(0.0)
+        for m in range(kr.shape[1]):
+            s += q[m] * kr[u, m]
+        s = _warp_allsum(s, scratch)
+        sc[u] = s if base + u <= p else float32(-np.inf)
+        top = max(top, sc[u])
+    fade = math.exp(best - top)          # best = -inf in the first round: 0, and acc, total are 0 anyway
+    total = total * fade
+    for m in range(kr.shape[1]):
+        acc[m] = acc[m] * fade
+    for u in range(kr.shape[0]):
+        e = math.exp(sc[u] - top)        # past p: exp(-inf) = 0
+        total += e
+        for m in range(kr.shape[1]):
+            acc[m] += e * vr[u, m]
+    return top, total
+
+
+@device
+def _merge_warps(best, total, acc, head, hd, lane, warp, warps, out):
+    """out[0, head] = the warps' partial softmax sums merged (each rescaled to the largest max)."""
+    w_max = cuda.shared.array(WARP, float32)
+    w_sum = cuda.shared.array(WARP, float32)
+    w_acc = cuda.shared.array((MAX_WARPS, MAX_HEAD_DIM), float32)
+    if lane == 0:
+        w_max[warp], w_sum[warp] = best, total
+    for m in range(acc.shape[0]):
+        if lane + WARP * m < hd:
+            w_acc[warp, lane + WARP * m] = acc[m]
+    cuda.syncthreads()
+    top = w_max[0]
+    for w in range(1, warps):
+        top = max(top, w_max[w])
+    den = float32(0.0)
+    for w in range(warps):
+        den += w_sum[w] * math.exp(w_max[w] - top)      # a warp that saw no position: 0 * exp(-inf)
+    for d in range(cuda.threadIdx.x, hd, cuda.blockDim.x):
+        num = float32(0.0)
+        for w in range(warps):
+            num += w_acc[w, d] * math.exp(w_max[w] - top)
+        out[0, head * hd + d] = num / den
 
 
 _DECODE_KERNELS = {}

@@ -22,6 +22,7 @@ from numba import cuda
 from ggq.runtime.cuda import attention as at
 from ggq.runtime.cuda import kernels as kn
 from ggq.runtime.cuda import matvec as mv
+from ggq.runtime.cuda import matvec_pairs as mp
 from ggq.runtime.cuda.launch import Launch, Replay, run_all
 from ggq.runtime.cuda.upload import DeviceWeights
 
@@ -74,6 +75,8 @@ class CudaBackend:
         # int8 activations with dp4a, as the CPU runtime's default path; exact=True keeps float32 ones
         ints = os.environ.get("GGQ_CUDA_INT", "1") == "1"
         self.int_dots = ints and not tf.exact and p.n_embd % mv.QBLOCK == 0 and p.n_ff % mv.QBLOCK == 0
+        # matvec_pairs.py: "1" every int launch, "auto" launches with 2+ rows a warp, "0" none
+        self.row_pairs = os.environ.get("GGQ_CUDA_ROW_PAIRS", "0")
         self.sumsq_norms = not p.spec.post_norms   # gemma3's post-norms write x in their own kernel
         self.replay = Replay(self._decode_launches())
         self._captured = False
@@ -101,16 +104,19 @@ class CudaBackend:
     def _matvec(self, mats, x, up, norm_w, prep, out, accumulate, softcap=0.0, ss_in=-1, ss_out=-1,
                 int_dots=False) -> Launch:
         grid = mv.launch_blocks(mats.rows, kn.MATVEC_WARPS, self.sm_count, self.per_sm)
-        kernel = mv.matvec_int if int_dots else mv.matvec
+        pairs = self.row_pairs == "1" or (self.row_pairs == "auto" and mats.rows >= 2 * grid * kn.MATVEC_WARPS)
+        kernel = (mp.matvec_int_pairs if pairs else mv.matvec_int) if int_dots else mv.matvec
         return Launch(kernel, (grid,), kn.MATVEC_WARPS * kn.WARP, mv.shared_bytes(x.shape[1], int_dots),
                       (mats.matvec, *mv.matvec_args(self.w.views), x, up, norm_w, self.eps, prep, out, accumulate,
                        softcap, self.b.sumsq, ss_in, ss_out))
 
     def _decode_attention(self, i: int) -> Launch:
         p, b, v = self.params, self.b, self.w.vec
+        shape = (p.n_head, p.n_head_kv, p.head_dim, p.rope_dims // 2,
+                 int(p.spec.qkv_bias), int(p.spec.qk_norm), int(p.spec.rope_neox))
         return Launch(at.attend_decode(p.head_dim), (p.n_head,), at.ATT_WARPS * kn.WARP, 0,
                       (b.qkv[0:1], v["bias"][i], v["q_norm"][i], v["k_norm"][i], v["inv_freq"][i],
-                       self.w.pos_scale[i], b.state, b.k_cache[i], b.v_cache[i], b.dims, b.flags, self.eps,
+                       self.w.pos_scale[i], b.state, b.k_cache[i], b.v_cache[i], *shape, self.eps,
                        self.attn_scale, self.w.window[i], b.att[0:1]))
 
     def _decode_launches(self) -> list[Launch]:
@@ -153,7 +159,7 @@ class CudaBackend:
         and a 4-an-SM grid ran its last quarter as a second wave)."""
         fitted = []
         for lc in self.replay.launches:
-            if lc.kernel in (mv.matvec, mv.matvec_int) and lc.grid[0] > 1:
+            if lc.kernel in (mv.matvec, mv.matvec_int, mp.matvec_int_pairs) and lc.grid[0] > 1:
                 per_sm = mv.blocks_that_fit(lc.kernel, lc.block, self.per_sm)
                 rows = int(lc.args[0].copy_to_host()[:, 1].sum())
                 lc = replace(lc, grid=(mv.launch_blocks(rows, lc.block // kn.WARP, self.sm_count, per_sm),))

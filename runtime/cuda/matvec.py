@@ -21,7 +21,8 @@ from numba import cuda, float32, float64, int32, int64
 
 from ggq.runtime.cuda.kernels import (PREP_COPY, PREP_GELU, PREP_NORM, PREP_NORM_SS, PREP_SILU, SCRATCH, SIMULATED,
                                       WARP, _activation, _block_sum, _inv_rms, _warp_reduce, padded)
-from ggq.runtime.cuda.matvec_int import QBLOCK, _scale_min, _w32, int_row_dot, int_shared_words, quantize_x
+from ggq.runtime.cuda.matvec_int import (QBLOCK, _scale_min, _w32, int_row_dot, int_shared_words,
+                                          prepare_quantized)
 from ggq.runtime.cuda.quant import Q4_K, Q5_0, Q6_K, Q8_0, UNIT, unit_dot
 
 device = cuda.jit(device=True, inline=True)
@@ -166,18 +167,23 @@ def row_dot(kind, u8, i8, u16, u32, f16, f32, rb, cols, lane, xs):
 
 
 @device
-def _prepare(x, up, norm_w, eps, prep, xs, red, sumsq, ss_in):
-    """xs = prep(x[0]) in the padded layout, every thread of the block taking part. A thread takes 8
-    consecutive values and loads all of them (and their weights) before it stores any: a loop that loads
-    and stores in turn waits a memory round trip per value (Numba's pointers may alias, so the compiler
-    cannot hoist the loads itself). PREP_NORM_SS reads x's sum of squares from sumsq[ss_in] (summed by the
-    launch that wrote x) instead of a block reduction over x first."""
-    tid, n = cuda.threadIdx.x, x.shape[1]
-    inv = float32(1.0)
+def _norm_scale(x, eps, prep, red, sumsq, ss_in):
+    """RMSNorm's 1 / rms of x[0] for PREP_NORM (a block reduction over x) and PREP_NORM_SS (from
+    sumsq[ss_in], summed by the launch that wrote x); 1 otherwise."""
     if prep == PREP_NORM:
-        inv = _inv_rms(x, 0, eps, red)
-    elif prep == PREP_NORM_SS:
-        inv = float32(1.0 / math.sqrt(sumsq[ss_in] / n + eps))
+        return _inv_rms(x, 0, eps, red)
+    if prep == PREP_NORM_SS:
+        return float32(1.0 / math.sqrt(sumsq[ss_in] / x.shape[1] + eps))
+    return float32(1.0)
+
+
+@device
+def _prepare(x, up, norm_w, inv, prep, xs):
+    """xs = prep(x[0]) in the padded layout, every thread of the block taking part (inv: _norm_scale). A
+    thread takes 8 consecutive values and loads all of them (and their weights) before it stores any: a
+    loop that loads and stores in turn waits a memory round trip per value (Numba's pointers may alias,
+    so the compiler cannot hoist the loads itself)."""
+    tid, n = cuda.threadIdx.x, x.shape[1]
     a = cuda.local.array(8, float32)
     b = cuda.local.array(8, float32)
     for c in range(tid, n // 8, cuda.blockDim.x):
@@ -226,7 +232,7 @@ def _make_matvec(int_dots: bool):
         xs = cuda.shared.array(0, float32)
         red = cuda.shared.array(WARP, float64)
         seg = cuda.shared.array((MAX_SEGS, 7), int64)
-        tmp = cuda.shared.array(1024, float32)
+        tmp = cuda.shared.array(SCRATCH, float32)      # the simulator's stand-in for shuffles
         tid = cuda.threadIdx.x
         warps, lane = cuda.blockDim.x // WARP, tid % WARP
         n_segs = segs.shape[0]
@@ -236,9 +242,11 @@ def _make_matvec(int_dots: bool):
         words = n + n // UNIT                  # padded(n), the float activations before the int8 ones
         xq = cuda.shared.array(0, int32)[words:words + n // 4]
         dx = xs[words + n // 4:words + n // 4 + n // 32]
-        _prepare(x, up, norm_w, eps, prep, xs, red, sumsq, ss_in)
+        inv = _norm_scale(x, eps, prep, red, sumsq, ss_in)
         if int_dots:
-            quantize_x(xs, _pos, n, xq, dx, tmp)
+            prepare_quantized(x, up, norm_w, inv, prep, xs, _pos, xq, dx, tmp)
+        else:
+            _prepare(x, up, norm_w, inv, prep, xs)
         n_rows = seg[n_segs - 1, 5] + seg[n_segs - 1, 1]
         squares = float64(0.0)
         for base in range(cuda.blockIdx.x * warps, n_rows, cuda.gridDim.x * warps):   # block-uniform trip count

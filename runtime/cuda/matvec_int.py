@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from numba import cuda, float32, int8, int32, uint32
 
-from ggq.runtime.cuda.kernels import SIMULATED
+from ggq.runtime.cuda.kernels import PREP_COPY, PREP_GELU, PREP_SILU, SIMULATED, _activation
 from ggq.runtime.cuda.quant import Q4_K, Q5_0, Q6_K, Q8_0, _scale_min_k4
 
 device = cuda.jit(device=True, inline=True)
@@ -48,29 +48,73 @@ def _byte(q):
     return (q & 255)
 
 
+if SIMULATED:
+    @device
+    def _group4_max(v, tmp):
+        """max of v over the 4 threads tid - tid % 4 .. + 3 (the simulator has no shuffles: shared memory,
+        every thread of the block taking part)."""
+        tid = cuda.threadIdx.x
+        tmp[tid] = v
+        cuda.syncthreads()
+        g = tid - tid % 4
+        m = max(max(tmp[g], tmp[g + 1]), max(tmp[g + 2], tmp[g + 3]))
+        cuda.syncthreads()
+        return m
+else:
+    @device
+    def _group4_max(v, tmp):
+        """max of v over the 4 lanes lane - lane % 4 .. + 3: two butterfly shuffles, no barrier."""
+        v = max(v, cuda.shfl_xor_sync(0xffffffff, v, 1))
+        return max(v, cuda.shfl_xor_sync(0xffffffff, v, 2))
+
+
 @device
-def quantize_x(xs, pos, n, xq, dx, tmp):
-    """xq[w] = 4 int8 of xs values 4w..4w+3, dx[b] = their block's scale (max |x| / 127, as ggml's q8_1),
-    8 threads a block of 32; tmp: shared float32 [blockDim]. Block-uniform loop (barriers inside)."""
-    tid, nt = cuda.threadIdx.x, cuda.blockDim.x
-    for base in range(0, n // 4, nt):
-        w = base + tid
-        i = 4 * min(w, n // 4 - 1)
-        a0, a1, a2, a3 = xs[pos(i)], xs[pos(i + 1)], xs[pos(i + 2)], xs[pos(i + 3)]
-        tmp[tid] = max(max(abs(a0), abs(a1)), max(abs(a2), abs(a3)))
-        cuda.syncthreads()
-        g = tid - tid % 8
-        amax = tmp[g]
-        for k in range(1, 8):
-            amax = max(amax, tmp[g + k])
+def _pack4(a, b, c, d, inv):
+    """4 values rounded to int8 by inv, little-endian in one word."""
+    return int32(uint32(_byte(int32(round(a * inv))) | (_byte(int32(round(b * inv))) << 8)
+                        | (_byte(int32(round(c * inv))) << 16) | (_byte(int32(round(d * inv))) << 24)))
+
+
+@device
+def prepare_quantized(x, up, norm_w, inv_rms, prep, xs, pos, xq, dx, tmp):
+    """xs = prep(x[0]) (floats, padded layout: for formats without an integer row function) and, in the
+    same pass, xq / dx = its int8 blocks of 32 and their scales (max |v| / 127, as ggml's q8_1).
+
+    Why one pass: preparing into shared memory, a barrier, then reading back to round (two more
+    barriers a round) cost ~1.4 us of dependent round trips in every matvec launch (bench/RESULTS.md,
+    cuda_vs_llamacpp breakdown). Here a thread keeps its 8 consecutive values in registers, the 4
+    threads of a block of 32 (adjacent lanes of one warp) share their max through shuffles, and each
+    thread writes its 2 words; one barrier at the end. The float arithmetic is matvec._prepare's, so
+    the bits are the same. Needs n % 32 == 0; the loop is block-uniform (lanes past the end clamp)."""
+    tid, nt, n = cuda.threadIdx.x, cuda.blockDim.x, x.shape[1]
+    a = cuda.local.array(8, float32)
+    b = cuda.local.array(8, float32)
+    for base in range(0, n // 8, nt):
+        c = min(base + tid, n // 8 - 1)
+        for k in range(8):
+            a[k] = x[0, 8 * c + k]
+            b[k] = float32(1.0) if prep == PREP_COPY else (up[0, 8 * c + k] if prep == PREP_SILU or
+                                                             prep == PREP_GELU else norm_w[8 * c + k])
+        m = float32(0.0)
+        for k in range(8):
+            if prep == PREP_COPY:
+                v = a[k]
+            elif prep == PREP_SILU or prep == PREP_GELU:
+                v = _activation(a[k], prep == PREP_GELU) * b[k]
+            else:
+                v = a[k] * inv_rms * b[k]
+            a[k] = v
+            m = max(m, abs(v))
+        amax = _group4_max(m, tmp)
         inv = float32(127.0) / amax if amax > 0.0 else float32(0.0)
-        word = (_byte(int32(round(a0 * inv))) | (_byte(int32(round(a1 * inv))) << 8)
-                | (_byte(int32(round(a2 * inv))) << 16) | (_byte(int32(round(a3 * inv))) << 24))
-        if w < n // 4:
-            xq[w] = int32(uint32(word))
-            if tid % 8 == 0:
-                dx[w // 8] = amax / float32(127.0)
-        cuda.syncthreads()
+        if base + tid < n // 8:
+            for k in range(8):
+                xs[pos(8 * c + k)] = a[k]
+            xq[2 * c] = _pack4(a[0], a[1], a[2], a[3], inv)
+            xq[2 * c + 1] = _pack4(a[4], a[5], a[6], a[7], inv)
+            if c % 4 == 0:
+                dx[c // 4] = amax / float32(127.0)
+    cuda.syncthreads()
 
 
 @device
