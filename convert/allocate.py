@@ -123,10 +123,13 @@ def _sample_rows(name: str, w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w[np.linspace(0, w.shape[0] - 1, limit).astype(np.int64)])
 
 
-def predict(name: str, w: np.ndarray, sensitivity: float, types: list[str]) -> dict[str, float]:
-    """Predicted KL divergence each candidate type adds: the tensor's sensitivity times D_t."""
+def predict(name: str, w: np.ndarray, sensitivity: float, types: list[str],
+            gain: dict[str, float] | None = None) -> dict[str, float]:
+    """Predicted KL divergence each candidate type adds: the tensor's sensitivity times D_t, times the
+    error feedback's gain where the tensor is rounded by GPTQ (sensitivity.feedback_gain; the token
+    embedding, which no calibration input reaches, is rounded to nearest and keeps the table's D_t)."""
     kurtosis = block_kurtosis(_sample_rows(name, w))
-    return {t: sensitivity * distortion(t, kurtosis) for t in types}
+    return {t: sensitivity * distortion(t, kurtosis) * (gain[t] if gain else 1.0) for t in types}
 
 
 def frontier(points: dict[str, tuple[int, float]]) -> list[tuple[str, int, float]]:
@@ -189,9 +192,9 @@ def _fill(types: dict[str, str], frontiers, left: int) -> dict[str, str]:
         left -= best[3]
 
 
-def predict_all(sources, sensitivities: dict[str, float]) -> dict[str, dict[str, tuple[int, float]]]:
+def predict_all(sources, sensitivities: dict[str, float], gains=None) -> dict[str, dict[str, tuple[int, float]]]:
     """Name -> {type: (bytes, predicted KL)} of every tensor llama.cpp would quantize (norms and such
-    stay as planned)."""
+    stay as planned); gains(name, types): the error feedback's gain per type, or None."""
     from ggq.convert.mixing import is_quantizable
     out = {}
     for source in sources:
@@ -199,7 +202,8 @@ def predict_all(sources, sensitivities: dict[str, float]) -> dict[str, dict[str,
             continue
         types = candidates(source.name, source.shape)
         w = source.load().reshape(-1, source.shape[-1])
-        errors = predict(source.name, w, sensitivities[source.name], types)
+        gain = gains(source.name, types) if gains else None
+        errors = predict(source.name, w, sensitivities[source.name], types, gain)
         rows = int(np.prod(source.shape[:-1]))
         out[source.name] = {t: (rows * qtype(t).row_bytes(source.shape[-1]), errors[t]) for t in types}
     return out
@@ -221,6 +225,23 @@ def sensitivities(quant, ckpt, quiet: bool) -> dict[str, float]:
     finally:
         if bar:
             bar.close()
+
+
+def feedback_gains(quant, collected):
+    """gains(name, types) for predict_all where the method rounds with GPTQ, else None."""
+    from ggq.convert.sensitivity import feedback_gain
+    stats = collected[1]
+    if quant.chosen not in ("gptq", "gptq-imatrix") or stats is None:
+        return None
+
+    def gains(name, types):
+        parts = stats.row_grams(name) if hasattr(stats, "row_grams") else None
+        h = parts[0][2] if parts else stats.gram(name)
+        if h is None:
+            return None  # rounded to nearest (no calibration inputs): the table as it is
+        gain = feedback_gain(h)
+        return {t: 1.0 if t in ("F16", "F32", "BF16") else gain for t in types}
+    return gains
 
 
 def pick(types: dict[str, str], standard: dict[str, str], points: dict, data: int) -> dict[str, str]:
@@ -270,7 +291,8 @@ def plan_budget(ckpt, specs, quant, budget: Budget, metadata: dict, quiet: bool 
     collected = statistics(quant, ckpt, quiet)
     extra = collected[2]
     points = {n: {t: (padded(b), e) for t, (b, e) in p.items()}
-              for n, p in predict_all(ckpt.sources, sensitivities(quant, ckpt, quiet)).items()}
+              for n, p in predict_all(ckpt.sources, sensitivities(quant, ckpt, quiet),
+                                      feedback_gains(quant, collected)).items()}
     fixed = [s for s in specs if s.name not in points]
     head = head_bytes({**metadata, **extra}, specs)
     fixed_padded = sum(padded(s.nbytes) for s in fixed)

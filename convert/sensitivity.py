@@ -112,3 +112,16 @@ def measure(metadata: dict, sources: Sequence, text: str, names: Sequence[str], 
         return out
     finally:
         model.close()
+
+
+
+def feedback_gain(h: np.ndarray) -> float:
+    """The share of rounding noise's output error tr(ΔW H ΔWᵀ) that GPTQ's error feedback leaves
+    (convert/gptq.py): with noise of variance σ² per weight, rounding to nearest costs σ² tr(H), and
+    column j rounded after the earlier columns' errors were fed forward costs σ² / U_jj² (U the upper
+    Cholesky factor of H⁻¹, as GPTQ computes it; the OBS error of one column): gain = Σ_j U_jj⁻² / tr(H).
+    It depends on H only, never on the tensor's values."""
+    from ggq.convert.gptq import inverse_cholesky
+    u = inverse_cholesky(h)
+    total = float(np.trace(h))
+    return float(np.sum(1.0 / np.square(np.diag(u)))) / total if total > 0 else 1.0

@@ -110,3 +110,25 @@ def test_standard_mix_is_kept_when_predicted_better():
     assert pick({"a": "X", "b": "Y"}, {"a": "Y", "b": "X"}, points, 30) == {"a": "Y", "b": "X"}
     assert pick({"a": "Y", "b": "X"}, {"a": "X", "b": "Y"}, points, 30) == {"a": "Y", "b": "X"}
     assert pick({"a": "X", "b": "X"}, {"a": "Y", "b": "Y"}, points, 30) == {"a": "X", "b": "X"}  # does not fit
+
+
+def test_feedback_gain_against_gptq_rounding():
+    """The analytic gain Σ U_jj⁻² / tr(H) against GPTQ's real Q8_0 rounding error through H (gguf-py
+    dequantizes), on random weights: the fine-grid limit the formula describes. A diagonal H leaves
+    nothing to compensate: gain 1 (+ the damping)."""
+    from ggq.convert.gptq import DAMP, gptq_quantize
+    from ggq.qtypes import qtype
+    rng = np.random.default_rng(4)
+    cols = 96
+    x = rng.standard_normal((400, cols)) @ (np.eye(cols) + 0.3 * rng.standard_normal((cols, cols)))
+    h = x.T @ x
+    w = rng.standard_normal((64, cols)).astype(np.float32)
+
+    def energy(blocks):
+        d = (w - gguf_dequantize(blocks, GGMLQuantizationType.Q8_0).reshape(w.shape)).astype(np.float64)
+        return float(np.einsum("ij,ij->", d @ h, d))
+
+    measured = energy(gptq_quantize(w, h, qtype("Q8_0"))) / energy(quantize(w, "Q8_0", None))
+    gain = sensitivity.feedback_gain(h)
+    assert gain < 0.8 and abs(gain / measured - 1) < 0.25, (gain, measured)
+    assert abs(sensitivity.feedback_gain(np.diag(rng.random(cols) + 0.5)) - (1 + DAMP)) < 0.02
