@@ -21,7 +21,10 @@ TOKENS = [1, 504, 2143, 30, 9]
 
 @pytest.fixture
 def tune_cache(tmp_path, monkeypatch):
-    """A fresh tuning cache (only the JSON file; Numba's compiled code stays where it is)."""
+    """A fresh tuning cache (only the JSON file; Numba's compiled code stays where it is). The
+    steadiness check is off (a loaded test machine is not steady, and these tests are about what is
+    chosen and cached); test_a_machine_that_was_not_steady... turns it back on."""
+    monkeypatch.setattr(tune, "DISTURBED", float("inf"))
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("GGQ_TUNE", raising=False)
     set_threads(1)
@@ -103,6 +106,7 @@ def test_a_machine_that_was_not_steady_chooses_and_caches_nothing(q4_1_gguf, tun
 
     monkeypatch.setattr(tune, "_time_steps", neighbour_during_rounds)
     monkeypatch.setattr(tune, "_warm_up", lambda step: None)
+    monkeypatch.setattr(tune, "DISTURBED", 0.25)
     _, shapes, mats = _decode(q4_1_gguf, TOKENS[:1])
     assert list(shapes) == [UNTUNED[FAMILY[KINDS[k]]] for k in mats[:, 3]]
     section = json.loads(tune_cache.read_text()).get(tune.cpu_id(), {}).get("1", {}) if tune_cache.exists() else {}
