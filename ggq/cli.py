@@ -245,6 +245,8 @@ _COMMANDS: list[tuple[str, str, object, object]] = [
      quality_cli.kld_args, quality_cli.kld),
     ("imatrix", "importance matrix of a model's matmul inputs on a text, as llama-imatrix (its file format)",
      quality_cli.imatrix_args, quality_cli.imatrix),
+    ("report", "per tensor: type, bits per weight and relative error against an unquantized base",
+     quality_cli.report_args, quality_cli.report),
 ]
 
 

@@ -1,4 +1,4 @@
-"""`ggq kld` and `ggq imatrix`: the measuring commands of calibrated quantization (entries of cli._COMMANDS).
+"""`ggq kld`, `ggq imatrix` and `ggq report`: the measuring commands of calibrated quantization (entries of cli._COMMANDS).
 
 Heavy modules are imported inside the run functions, as in cli.py.
 """
@@ -144,6 +144,32 @@ def imatrix(args: argparse.Namespace) -> int:
     imatrix = stats.imatrix([args.file], n_chunks, args.ctx)
     write_imatrix(out, imatrix)
     print(f"wrote {out}: {len(imatrix.entries)} entries, {n_chunks} chunks of {args.ctx} tokens")
+    return 0
+
+
+# ---- ggq report ------------------------------------------------------------------------------------
+
+def report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="a .gguf file")
+    p.add_argument("--base", required=True, help="what FILE is compared with: an F32/F16/BF16 .gguf, or the "
+                   "Hugging Face checkpoint folder it was made from")
+    p.add_argument("--png", metavar="OUT", help="also plot relative error by layer and role to OUT (needs "
+                   "matplotlib: pip install \"ggq[plot]\")")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+
+def report(args: argparse.Namespace) -> int:
+    import json
+    from ggq.report import format_table, tensor_report
+    if args.png:
+        from ggq.report_plot import check
+        check(args.png)  # an unwritable OUT or no matplotlib: say so before the measuring
+    rows = tensor_report(args.file, args.base)
+    print(json.dumps([r.as_dict() for r in rows], indent=1) if args.json else format_table(rows))
+    if args.png:
+        from ggq.report_plot import plot
+        out = plot(rows, args.png, title=f"{Path(args.file).name} vs {Path(args.base).name}")
+        print(f"wrote {out}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
