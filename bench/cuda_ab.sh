@@ -2,7 +2,8 @@
 # bench/cuda_ab.py in one device call (device tool; carry .gpu/files, .gpu/llama-bench.xz.00 .01 .02, .whl,
 # .gpu/base, .gpu/head). Versions: new = this checkout's runtime/cuda; head = .gpu/base/runtime/cuda (the
 # committed code an A/B starts from: `git archive COMMIT runtime/cuda | tar -x -C .gpu/base`); quant = head
-# with this checkout's matvec.py and matvec_int.py (when those two files alone make a step of their own).
+# with this checkout's matvec.py and matvec_int.py (when those two files alone make a step of their own);
+# GGQ_AB_PARTS="NAME=FILE:FILE ..." makes other such partial versions instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/out}
@@ -11,7 +12,12 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --upgrade --target /tmp/site . >/dev/null
 CUDA=ggq/runtime/cuda
 cp -r /tmp/site /tmp/site_head && rm -rf /tmp/site_head/$CUDA && cp -r .gpu/base/runtime/cuda /tmp/site_head/$CUDA
-cp -r /tmp/site_head /tmp/site_quant && cp runtime/cuda/matvec.py runtime/cuda/matvec_int.py /tmp/site_quant/$CUDA/
+# partial versions: NAME=FILE:FILE... = head with this checkout's runtime/cuda/FILEs (/tmp/site_NAME)
+for spec in ${GGQ_AB_PARTS:-quant=matvec.py:matvec_int.py}; do
+    name=${spec%%=*}
+    cp -r /tmp/site_head /tmp/site_$name
+    for f in $(echo "${spec#*=}" | tr ':' ' '); do cp runtime/cuda/$f /tmp/site_$name/$CUDA/; done
+done
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 lscpu | grep "Model name" || true

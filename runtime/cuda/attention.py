@@ -10,7 +10,8 @@ import os
 import numpy as np
 from numba import cuda, float32, float64
 
-from ggq.runtime.cuda.kernels import ARGMAX_THREADS, SCRATCH, SIMULATED, WARP, _block_max, _block_sum, _warp_allsum
+from ggq.runtime.cuda.kernels import (ARGMAX_THREADS, SCRATCH, SIMULATED, WARP, _block_max, _block_sum, _warp_allsum,
+                                      ix)
 
 MAX_HEAD_DIM = 256
 device = cuda.jit(device=True, inline=True)
@@ -18,9 +19,12 @@ device = cuda.jit(device=True, inline=True)
 
 @device
 def _load_head(qkv, t, col0, bias, has_bias, hd, vec):
-    """vec[:hd] = qkv[t, col0:col0 + hd] (+ bias); the caller syncs."""
-    for d in range(cuda.threadIdx.x, hd, cuda.blockDim.x):
-        vec[d] = qkv[t, col0 + d] + (bias[col0 + d] if has_bias else float32(0.0))
+    """vec[:hd] = qkv[t, col0:col0 + hd] (+ bias); the caller syncs. (While loops: a range with a
+    variable step costs an integer division for its trip count.)"""
+    d = cuda.threadIdx.x
+    while d < hd:
+        vec[ix(d)] = qkv[ix(t), ix(col0 + d)] + (bias[ix(col0 + d)] if has_bias else float32(0.0))
+        d += cuda.blockDim.x
 
 
 @device
@@ -29,26 +33,30 @@ def _head_norm(vec, hd, norm, eps, red):
     of the block takes part (block sums), and the result is synced."""
     tid, nt = cuda.threadIdx.x, cuda.blockDim.x
     ss = float64(0.0)
-    for d in range(tid, hd, nt):
-        ss += float64(vec[d]) * float64(vec[d])
+    d = tid
+    while d < hd:
+        ss += float64(vec[ix(d)]) * float64(vec[ix(d)])
+        d += nt
     inv = float32(1.0 / math.sqrt(_block_sum(ss, red) / hd + eps))
-    for d in range(tid, hd, nt):
-        vec[d] = vec[d] * inv * norm[d]
+    d = tid
+    while d < hd:
+        vec[ix(d)] = vec[ix(d)] * inv * norm[ix(d)]
+        d += nt
     cuda.syncthreads()
 
 
 @device
 def _rope_pair(vec, i, half, neox, c, s):
     ia, ib = (i, i + half) if neox else (2 * i, 2 * i + 1)
-    a, b = vec[ia], vec[ib]
-    vec[ia] = a * c - b * s
-    vec[ib] = a * s + b * c
+    a, b = vec[ix(ia)], vec[ix(ib)]
+    vec[ix(ia)] = a * c - b * s
+    vec[ix(ib)] = a * s + b * c
 
 
 @device
 def _angle(pos, pos_scale, inv_freq, i):
     """cos and sin of pair i's angle at pos, in float64 as the CPU runtime's rope, rounded to float32."""
-    angle = float64(pos) * pos_scale * inv_freq[i]
+    angle = float64(pos) * pos_scale * inv_freq[ix(i)]
     return float32(math.cos(angle)), float32(math.sin(angle))
 
 
@@ -180,9 +188,9 @@ def _load_kv(k_cache, v_cache, g, base, last, lane, hd, kr, vr):
     for u in range(kr.shape[0]):
         jc = min(base + u, last)
         for m in range(kr.shape[1]):
-            d = min(lane + WARP * m, hd - 1)
-            kr[u, m] = k_cache[g, jc, d]
-            vr[u, m] = v_cache[g, jc, d]
+            d = min(lane + WARP * m, hd - 1) if m == kr.shape[1] - 1 else lane + WARP * m   # only the last can pass hd
+            kr[u, m] = k_cache[ix(g), ix(jc), ix(d)]
+            vr[u, m] = v_cache[ix(g), ix(jc), ix(d)]
 
 
 @device
@@ -193,8 +201,8 @@ def _own_kv(ks, vs, base, p, lane, hd, kr, vr):
         if base + u >= p:
             for m in range(kr.shape[1]):
                 d = min(lane + WARP * m, hd - 1)
-                kr[u, m] = ks[d]
-                vr[u, m] = vs[d]
+                kr[u, m] = ks[ix(d)]
+                vr[u, m] = vs[ix(d)]
 
 
 @device
@@ -210,14 +218,18 @@ def _finish_head(qkv, bias, q_norm, k_norm, inv_freq, pos_scale, p, k_cache, v_c
     if qk_norm:
         _head_norm(qs, hd, q_norm, eps, red)
         _head_norm(ks, hd, k_norm, eps, red)
-    for i in range(tid, half, nt):
+    i = tid
+    while i < half:
         c, s = _angle(p, pos_scale, inv_freq, i)
         _rope_pair(qs, i, half, neox, c, s)
         _rope_pair(ks, i, half, neox, c, s)
+        i += nt
     cuda.syncthreads()
-    for d in range(tid, hd, nt):
-        k_cache[g, p, d] = ks[d]
-        v_cache[g, p, d] = vs[d]
+    d = tid
+    while d < hd:
+        k_cache[ix(g), ix(p), ix(d)] = ks[ix(d)]
+        v_cache[ix(g), ix(p), ix(d)] = vs[ix(d)]
+        d += nt
     cuda.syncthreads()                  # the block's own cache writes are visible to it after this
 
 
@@ -257,15 +269,17 @@ def _decode_attention(nd: int):
         acc = cuda.local.array(nd, float32)
         for m in range(nd):
             d = lane + WARP * m
-            q[m] = qs[min(d, hd - 1)] * attn_scale if d < hd else float32(0.0)    # q is 0 past hd
+            q[m] = qs[ix(min(d, hd - 1))] * attn_scale if d < hd else float32(0.0)    # q is 0 past hd
             acc[m] = 0.0
         best, total = float32(-np.inf), float32(0.0)
         sc = cuda.local.array(unroll, float32)
-        for base in range(first, p + 1, warps * unroll):    # warp-uniform trip count
+        base = first
+        while base <= p:                                     # warp-uniform trip count
             if base != first:
                 _load_kv(k_cache, v_cache, g, base, p, lane, hd, kr, vr)
             _own_kv(ks, vs, base, p, lane, hd, kr, vr)
             best, total = _attend_round(q, kr, vr, base, p, best, total, acc, sc, scratch)
+            base += warps * unroll
         _merge_warps(best, total, acc, head, hd, lane, warp, warps, out)
     return attend_decode
 
@@ -301,22 +315,24 @@ def _merge_warps(best, total, acc, head, hd, lane, warp, warps, out):
     w_sum = cuda.shared.array(WARP, float32)
     w_acc = cuda.shared.array((MAX_WARPS, MAX_HEAD_DIM), float32)
     if lane == 0:
-        w_max[warp], w_sum[warp] = best, total
+        w_max[ix(warp)], w_sum[ix(warp)] = best, total
     for m in range(acc.shape[0]):
         if lane + WARP * m < hd:
-            w_acc[warp, lane + WARP * m] = acc[m]
+            w_acc[ix(warp), ix(lane + WARP * m)] = acc[m]
     cuda.syncthreads()
     top = w_max[0]
     for w in range(1, warps):
-        top = max(top, w_max[w])
-    den = float32(0.0)
-    for w in range(warps):
-        den += w_sum[w] * math.exp(w_max[w] - top)      # a warp that saw no position: 0 * exp(-inf)
-    for d in range(cuda.threadIdx.x, hd, cuda.blockDim.x):
+        top = max(top, w_max[ix(w)])
+    d = cuda.threadIdx.x
+    while d < hd:                       # one round where the block has hd threads or more
         num = float32(0.0)
+        den = float32(0.0)
         for w in range(warps):
-            num += w_acc[w, d] * math.exp(w_max[w] - top)
-        out[0, head * hd + d] = num / den
+            f = math.exp(w_max[ix(w)] - top)
+            den += w_sum[ix(w)] * f     # a warp that saw no position: 0 * exp(-inf)
+            num += w_acc[ix(w), ix(d)] * f
+        out[0, ix(head * hd + d)] = num / den
+        d += cuda.blockDim.x
 
 
 _DECODE_KERNELS = {}

@@ -16,7 +16,7 @@ import os
 
 from numba import config, cuda, float32, float64
 
-from ggq.runtime.cuda.quant import UNIT, unit_dequant
+from ggq.runtime.cuda.quant import UNIT, ix, unit_dequant  # noqa: F401 - ix for the other modules
 
 WARP = 32
 # Numba's CUDA simulator runs a Python thread per GPU thread: there, blocks are made smaller (the kernels

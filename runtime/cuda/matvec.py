@@ -20,7 +20,7 @@ import os
 from numba import cuda, float32, float64, int32, int64
 
 from ggq.runtime.cuda.kernels import (PREP_COPY, PREP_GELU, PREP_NORM, PREP_NORM_SS, PREP_SILU, SCRATCH, SIMULATED,
-                                      WARP, _activation, _block_sum, _inv_rms, _warp_reduce, padded)
+                                      WARP, _activation, _block_sum, _inv_rms, _warp_reduce, ix, padded)
 from ggq.runtime.cuda.matvec_int import (QBLOCK, _scale_min, _w32, int_row_dot, int_shared_words,
                                           prepare_quantized)
 from ggq.runtime.cuda.quant import Q4_K, Q5_0, Q6_K, Q8_0, UNIT, unit_dot
@@ -30,8 +30,8 @@ device = cuda.jit(device=True, inline=True)
 
 @device
 def _pos(i):
-    """Shared-memory index of activation i (one pad float per unit of 16, see kernels.padded)."""
-    return i + i // UNIT
+    """Shared-memory index of activation i >= 0 (one pad float per unit of 16, see kernels.padded)."""
+    return i + (i >> 4)
 
 
 @device
@@ -205,7 +205,7 @@ def _prepare(x, up, norm_w, inv, prep, xs):
 @device
 def _segment(seg, n_segs, row):
     s = 0
-    while s + 1 < n_segs and row >= seg[s + 1, 5]:
+    while s + 1 < n_segs and row >= seg[ix(s + 1), 5]:
         s += 1
     return s
 
@@ -236,8 +236,10 @@ def _make_matvec(int_dots: bool):
         tid = cuda.threadIdx.x
         warps, lane = cuda.blockDim.x // WARP, tid % WARP
         n_segs = segs.shape[0]
-        for e in range(tid, n_segs * 7, cuda.blockDim.x):
-            seg[e // 7, e % 7] = segs[e // 7, e % 7]
+        e = tid
+        while e < n_segs * 7:
+            seg[ix(e // 7), ix(e % 7)] = segs[ix(e // 7), ix(e % 7)]
+            e += cuda.blockDim.x
         n = x.shape[1]
         words = n + n // UNIT                  # padded(n), the float activations before the int8 ones
         xq = cuda.shared.array(0, int32)[words:words + n // 4]
@@ -249,16 +251,17 @@ def _make_matvec(int_dots: bool):
             _prepare(x, up, norm_w, inv, prep, xs)
         n_rows = seg[n_segs - 1, 5] + seg[n_segs - 1, 1]
         squares = float64(0.0)
-        for base in range(cuda.blockIdx.x * warps, n_rows, cuda.gridDim.x * warps):   # block-uniform trip count
+        base = cuda.blockIdx.x * warps
+        while base < n_rows:                         # block-uniform trip count
             row = base + tid // WARP
-            s = _segment(seg, n_segs, row)
+            s = ix(_segment(seg, n_segs, row))
             r = row - seg[s, 5]
             active = row < n_rows
             o = seg[s, 4] + r
             acc = float32(0.0)
             before = float32(0.0)
             if active and lane == 0 and accumulate:
-                before = out[0, o]                   # loaded before the dot, so its latency overlaps it
+                before = out[0, ix(o)]               # loaded before the dot, so its latency overlaps it
             if active:
                 kind, rb = seg[s, 3], seg[s, 0] + r * seg[s, 6]
                 if int_dots and (kind == Q4_K or kind == Q6_K or kind == Q5_0 or kind == Q8_0):
@@ -270,8 +273,9 @@ def _make_matvec(int_dots: bool):
                 acc += before
                 if softcap > 0.0:
                     acc = float32(softcap * math.tanh(acc / softcap))
-                out[0, o] = acc
+                out[0, ix(o)] = acc
                 squares += float64(acc) * float64(acc)
+            base += cuda.gridDim.x * warps
         if ss_out >= 0:
             total = _block_sum(squares, red)
             if tid == 0:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from numba import cuda, float32, int8, int32, uint32
 
-from ggq.runtime.cuda.kernels import PREP_COPY, PREP_GELU, PREP_SILU, SIMULATED, _activation
+from ggq.runtime.cuda.kernels import PREP_COPY, PREP_GELU, PREP_SILU, SIMULATED, _activation, ix
 from ggq.runtime.cuda.quant import Q4_K, Q5_0, Q6_K, Q8_0, _scale_min_k4
 
 device = cuda.jit(device=True, inline=True)
@@ -89,12 +89,13 @@ def prepare_quantized(x, up, norm_w, inv_rms, prep, xs, pos, xq, dx, tmp):
     tid, nt, n = cuda.threadIdx.x, cuda.blockDim.x, x.shape[1]
     a = cuda.local.array(8, float32)
     b = cuda.local.array(8, float32)
-    for base in range(0, n // 8, nt):
+    base = 0
+    while base < n // 8:
         c = min(base + tid, n // 8 - 1)
         for k in range(8):
-            a[k] = x[0, 8 * c + k]
-            b[k] = float32(1.0) if prep == PREP_COPY else (up[0, 8 * c + k] if prep == PREP_SILU or
-                                                             prep == PREP_GELU else norm_w[8 * c + k])
+            a[k] = x[0, ix(8 * c + k)]
+            b[k] = float32(1.0) if prep == PREP_COPY else (up[0, ix(8 * c + k)] if prep == PREP_SILU or
+                                                             prep == PREP_GELU else norm_w[ix(8 * c + k)])
         m = float32(0.0)
         for k in range(8):
             if prep == PREP_COPY:
@@ -109,19 +110,20 @@ def prepare_quantized(x, up, norm_w, inv_rms, prep, xs, pos, xq, dx, tmp):
         inv = float32(127.0) / amax if amax > 0.0 else float32(0.0)
         if base + tid < n // 8:
             for k in range(8):
-                xs[pos(8 * c + k)] = a[k]
-            xq[2 * c] = _pack4(a[0], a[1], a[2], a[3], inv)
-            xq[2 * c + 1] = _pack4(a[4], a[5], a[6], a[7], inv)
-            if c % 4 == 0:
-                dx[c // 4] = amax / float32(127.0)
+                xs[ix(pos(8 * c + k))] = a[k]
+            xq[ix(2 * c)] = _pack4(a[0], a[1], a[2], a[3], inv)
+            xq[ix(2 * c + 1)] = _pack4(a[4], a[5], a[6], a[7], inv)
+            if c & 3 == 0:
+                dx[ix(c >> 2)] = amax / float32(127.0)
+        base += nt
     cuda.syncthreads()
 
 
 @device
 def _w32(u16, byte):
     """The 32-bit little-endian word at an even byte offset, as two 16-bit loads."""
-    half = byte // 2
-    return uint32(u16[half]) | (uint32(u16[half + 1]) << 16)
+    half = byte >> 1
+    return uint32(u16[ix(half)]) | (uint32(u16[ix(half + 1)]) << 16)
 
 
 @device
@@ -137,8 +139,8 @@ def _ipiece_q8_0(u8, i8, u16, u32, f16, rb, blk, xq, dx):
     bb = rb + 34 * blk
     s = int32(0)
     for k in range(8):
-        s = dp4a(int32(_w32(u16, bb + 2 + 4 * k)), xq[8 * blk + k], s)
-    return float32(f16[bb // 2]) * dx[blk] * float32(s)
+        s = dp4a(int32(_w32(u16, bb + 2 + 4 * k)), xq[ix(8 * blk + k)], s)
+    return float32(f16[ix(bb >> 1)]) * dx[ix(blk)] * float32(s)
 
 
 @device
@@ -159,36 +161,36 @@ def _ipiece_q5_0(u8, i8, u16, u32, f16, rb, blk, xq, dx):
         w = _w32(u16, bb + 6 + 4 * k)
         lo = (w & LOW) | _spread4(qh >> (4 * k))
         hi = ((w >> 4) & LOW) | _spread4(qh >> (16 + 4 * k))
-        xa, xb = xq[8 * blk + k], xq[8 * blk + 4 + k]
+        xa, xb = xq[ix(8 * blk + k)], xq[ix(8 * blk + 4 + k)]
         s = dp4a(int32(lo), xa, s)
         s = dp4a(int32(hi), xb, s)
         ones = dp4a(ONES, xa, ones)
         ones = dp4a(ONES, xb, ones)
-    return float32(f16[bb // 2]) * dx[blk] * float32(s - 16 * ones)
+    return float32(f16[ix(bb >> 1)]) * dx[ix(blk)] * float32(s - 16 * ones)
 
 
 @device
 def _ipiece_q4_k(u8, i8, u16, u32, f16, rb, it, xq, dx):
     """As matvec._piece_q4_k: 4 quant words, 16 values each of sub-blocks 2p (low nibbles) and 2p + 1."""
-    sb, p, h = it // 8, (it % 8) // 2, it % 2
+    sb, p, h = it >> 3, (it & 7) >> 1, it & 1
     bb = rb + 144 * sb
     sc0, m0 = _scale_min(u8, bb + 4, 2 * p)
     sc1, m1 = _scale_min(u8, bb + 4, 2 * p + 1)
-    w0 = (bb + 16 + 32 * p + 16 * h) // 4
-    xa = (256 * sb + 64 * p + 16 * h) // 4           # words of x: 16 values of sub-block 2p, then of 2p + 1
+    w0 = (bb + 16 + 32 * p + 16 * h) >> 2
+    xa = (256 * sb + 64 * p + 16 * h) >> 2           # words of x: 16 values of sub-block 2p, then of 2p + 1
     s0 = int32(0)
     s1 = int32(0)
     t0 = int32(0)
     t1 = int32(0)
     for k in range(4):
-        w = u32[w0 + k]
-        a, b = xq[xa + k], xq[xa + 8 + k]
+        w = u32[ix(w0 + k)]
+        a, b = xq[ix(xa + k)], xq[ix(xa + 8 + k)]
         s0 = dp4a(int32(w & LOW), a, s0)
         s1 = dp4a(int32((w >> 4) & LOW), b, s1)
         t0 = dp4a(ONES, a, t0)
         t1 = dp4a(ONES, b, t1)
-    d, dmin = float32(f16[bb // 2]), float32(f16[bb // 2 + 1])
-    da, db = dx[8 * sb + 2 * p], dx[8 * sb + 2 * p + 1]
+    d, dmin = float32(f16[ix(bb >> 1)]), float32(f16[ix((bb >> 1) + 1)])
+    da, db = dx[ix(8 * sb + 2 * p)], dx[ix(8 * sb + 2 * p + 1)]
     return (d * (sc0 * da * float32(s0) + sc1 * db * float32(s1))
             - dmin * (m0 * da * float32(t0) + m1 * db * float32(t1)))
 
@@ -197,11 +199,11 @@ def _ipiece_q4_k(u8, i8, u16, u32, f16, rb, it, xq, dx):
 def _ipiece_q6_k(u8, i8, u16, u32, f16, rb, it, xq, dx):
     """As matvec._piece_q6_k: values l in 8q..8q+7 of the 4 groups of half n; per group two words of
     6-bit quants (0..63, so dp4a's signed bytes read them right) and q - 32 through the ones-dot."""
-    sb, n, q = it // 8, (it % 8) // 4, it % 4
+    sb, n, q = it >> 3, (it & 7) >> 2, it & 3
     bb = rb + 210 * sb
     la, hq = bb + 64 * n + 8 * q, bb + 128 + 32 * n + 8 * q
-    xw = (256 * sb + 128 * n + 8 * q) // 4           # group g's two words at xw + 8 g
-    sc = bb + 192 + 8 * n + q // 2
+    xw = (256 * sb + 128 * n + 8 * q) >> 2           # group g's two words at xw + 8 g
+    sc = bb + 192 + 8 * n + (q >> 1)
     part = float32(0.0)
     a0, b0, h0 = _w32(u16, la), _w32(u16, la + 32), _w32(u16, hq)
     a1, b1, h1 = _w32(u16, la + 4), _w32(u16, la + 36), _w32(u16, hq + 4)
@@ -214,11 +216,11 @@ def _ipiece_q6_k(u8, i8, u16, u32, f16, rb, it, xq, dx):
             v0, v1 = ((a0 >> 4) & LOW) | (h0 & 0x30303030), ((a1 >> 4) & LOW) | (h1 & 0x30303030)
         else:
             v0, v1 = ((b0 >> 4) & LOW) | ((h0 >> 2) & 0x30303030), ((b1 >> 4) & LOW) | ((h1 >> 2) & 0x30303030)
-        x0, x1 = xq[xw + 8 * g], xq[xw + 8 * g + 1]
+        x0, x1 = xq[ix(xw + 8 * g)], xq[ix(xw + 8 * g + 1)]
         s = dp4a(int32(v1), x1, dp4a(int32(v0), x0, int32(0)))
         t = dp4a(ONES, x1, dp4a(ONES, x0, int32(0)))
-        part += float32(i8[sc + 2 * g]) * dx[8 * sb + 4 * n + g] * float32(s - 32 * t)
-    return float32(f16[(bb + 208) // 2]) * part
+        part += float32(i8[ix(sc + 2 * g)]) * dx[ix(8 * sb + 4 * n + g)] * float32(s - 32 * t)
+    return float32(f16[ix((bb + 208) >> 1)]) * part
 
 
 def _irow(piece):

@@ -14,7 +14,7 @@ one multiply per weight. The layouts follow ggml's block structs (ggml-common.h)
 from __future__ import annotations
 
 import numpy as np
-from numba import cuda
+from numba import cuda, uint64
 
 from ggq.runtime.kernels.step import KINDS
 
@@ -29,6 +29,14 @@ BLOCKS = {F32: (64, 1), F16: (32, 1), Q4_0: (18, 2), Q4_1: (20, 2), Q5_0: (22, 2
 SUPPORTED = tuple(KINDS[k] for k in BLOCKS)
 
 device = cuda.jit(device=True, inline=True)
+
+
+@device
+def ix(i):
+    """i (never negative) as an index numba does not wrap: a signed index costs a compare and a select
+    per dimension and keeps the compiler from folding constant offsets into the loads (lane + 32 m,
+    word + 1, ...); attend_decode compiled to half the instructions with its indices unwrapped."""
+    return uint64(i)
 
 
 @device
@@ -113,9 +121,9 @@ def q_q5_1(u8, i8, f16, f32, bb, k, j):
 def _scale_min_k4(u8, scales, s):
     """ggml's get_scale_min_k4: the 6-bit scale and min of sub-block s (of 32 values)."""
     if s < 4:
-        return u8[scales + s] & 63, u8[scales + s + 4] & 63
-    sc = (u8[scales + s + 4] & 15) | ((u8[scales + s - 4] >> 6) << 4)
-    m = (u8[scales + s + 4] >> 4) | ((u8[scales + s] >> 6) << 4)
+        return u8[ix(scales + s)] & 63, u8[ix(scales + s + 4)] & 63
+    sc = (u8[ix(scales + s + 4)] & 15) | ((u8[ix(scales + s - 4)] >> 6) << 4)
+    m = (u8[ix(scales + s + 4)] >> 4) | ((u8[ix(scales + s)] >> 6) << 4)
     return sc, m
 
 
