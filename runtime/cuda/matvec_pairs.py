@@ -12,7 +12,7 @@ import math
 
 from numba import cuda, float32, float64, int32, int64
 
-from ggq.runtime.cuda.kernels import SCRATCH, WARP, _block_sum, _warp_reduce
+from ggq.runtime.cuda.kernels import SCRATCH, WARP, _block_sum, _warp_reduce, ix
 from ggq.runtime.cuda.matvec import _JIT, MAX_SEGS, _norm_scale, _pos, _segment, row_dot
 from ggq.runtime.cuda.matvec_int import (_ipiece_q4_k, _ipiece_q5_0, _ipiece_q6_k, _ipiece_q8_0, int_row_dot,
                                          prepare_quantized)
@@ -26,9 +26,11 @@ def _irow2(piece):
     def rows(u8, i8, u16, u32, f16, ra, rb, cols, lane, xq, dx):
         acc_a = float32(0.0)
         acc_b = float32(0.0)
-        for it in range(lane, cols // 32, WARP):
+        it = lane
+        while it < cols >> 5:
             acc_a += piece(u8, i8, u16, u32, f16, ra, it, xq, dx)
             acc_b += piece(u8, i8, u16, u32, f16, rb, it, xq, dx)
+            it += WARP
         return acc_a, acc_b
     return rows
 
@@ -76,7 +78,7 @@ def _store(out, o, acc, before, softcap):
     acc += before
     if softcap > 0.0:
         acc = float32(softcap * math.tanh(acc / softcap))
-    out[0, o] = acc
+    out[0, ix(o)] = acc
     return float64(acc) * float64(acc)
 
 
@@ -91,8 +93,10 @@ def matvec_int_pairs(segs, u8, i8, u16, u32, f16, f32, x, up, norm_w, eps, prep,
     tid = cuda.threadIdx.x
     warps, lane = cuda.blockDim.x // WARP, tid % WARP
     n_segs = segs.shape[0]
-    for e in range(tid, n_segs * 7, cuda.blockDim.x):
-        seg[e // 7, e % 7] = segs[e // 7, e % 7]
+    e = tid
+    while e < n_segs * 7:
+        seg[ix(e // 7), ix(e % 7)] = segs[ix(e // 7), ix(e % 7)]
+        e += cuda.blockDim.x
     n = x.shape[1]
     words = n + n // UNIT
     xq = cuda.shared.array(0, int32)[words:words + n // 4]
@@ -101,14 +105,15 @@ def matvec_int_pairs(segs, u8, i8, u16, u32, f16, f32, x, up, norm_w, eps, prep,
     n_rows = seg[n_segs - 1, 5] + seg[n_segs - 1, 1]
     stride = cuda.gridDim.x * warps
     squares = float64(0.0)
-    for base in range(cuda.blockIdx.x * warps, n_rows, 2 * stride):      # block-uniform trip count
+    base = cuda.blockIdx.x * warps
+    while base < n_rows:                         # block-uniform trip count
         row_a = base + tid // WARP
         row_b = row_a + stride
-        sa, sb = _segment(seg, n_segs, row_a), _segment(seg, n_segs, row_b)
+        sa, sb = ix(_segment(seg, n_segs, row_a)), ix(_segment(seg, n_segs, row_b))
         oa, ob = seg[sa, 4] + row_a - seg[sa, 5], seg[sb, 4] + row_b - seg[sb, 5]
         has_a, has_b = row_a < n_rows, row_b < n_rows
-        before_a = out[0, oa] if has_a and lane == 0 and accumulate else float32(0.0)
-        before_b = out[0, ob] if has_b and lane == 0 and accumulate else float32(0.0)
+        before_a = out[0, ix(oa)] if has_a and lane == 0 and accumulate else float32(0.0)
+        before_b = out[0, ix(ob)] if has_b and lane == 0 and accumulate else float32(0.0)
         acc_a, acc_b = float32(0.0), float32(0.0)
         if has_a:
             acc_a, acc_b = _two_dots(seg, sa, row_a - seg[sa, 5], sb, row_b - seg[sb, 5], has_b, u8, i8, u16, u32,
@@ -119,6 +124,7 @@ def matvec_int_pairs(segs, u8, i8, u16, u32, f16, f32, x, up, norm_w, eps, prep,
             squares += _store(out, oa, acc_a, before_a, softcap)
         if has_b and lane == 0:
             squares += _store(out, ob, acc_b, before_b, softcap)
+        base += 2 * stride
     if ss_out >= 0:
         total = _block_sum(squares, red)
         if tid == 0:
