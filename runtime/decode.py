@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ggq.errors import GGQError
-from ggq.runtime.kernels.step import KINDS, ROLES, decode_step
+from ggq.runtime.kernels.step import KINDS, ROLES, decode_step, kinds_present
 from ggq.runtime.tune import untuned_shapes
 
 
@@ -62,9 +62,9 @@ class DecodeStep:
         self.caches = (tf.k_cache, tf.v_cache)
         self.dims = (p.n_head, p.n_head_kv, hd)
         spec = p.spec
-        self.flags = (True if exact else None,  # True or None, not a bool: see kernels/step.matvec_any
+        self.flags = (True if exact else None,  # True or None, not a bool: see kernels/step.matvec_present
                       spec.qkv_bias, spec.qk_norm, spec.post_norms, spec.rope_neox, float(p.rms_eps),
-                      float(p.attn_scale), None if exact else True)
+                      float(p.attn_scale), None if exact else True, kinds_present(self.mats))
         self.gelu = spec.activation == "gelu_tanh"
         self.final_softcap = float(p.final_softcap or 0.0)
         self.bufs = (ws.x[:1], ws.h[:1], ws.q[:1], ws.k[:1], ws.v[:1], ws.att[:1], ws.gate[:1], ws.up[:1],

@@ -247,6 +247,30 @@ def test_quantized_decode_step_matches_oracle_on_the_dequantized_weights(qtype, 
         np.testing.assert_allclose(got, expected, rtol=0, atol=tol * scale + 1e-5, err_msg=f"exact={exact}")
 
 
+
+def test_step_compiled_for_its_kinds_gives_the_all_kinds_bits(tmp_path):
+    """The decode step compiles the kernels of its model's weight kinds only (kernels/step.kinds_present:
+    None for the others, whose branches Numba drops). Same logits, bit for bit, as the step with every
+    kind's branch kept; and the kinds it keeps are the file's (the gguf package's reading of it)."""
+    import gguf as gguf_py
+
+    from ggq.runtime.kernels.step import ALL_KINDS, KINDS
+    path = tmp_path / "Q4_1.gguf"
+    _quantized_model(path, "llama", "Q4_1", 1e-6)
+    file_kinds = {t.tensor_type.name for t in gguf_py.GGUFReader(path).tensors if len(t.shape) == 2}
+    logits = []
+    for everything in (False, True):
+        with open_gguf(path) as gguf:
+            tf = Transformer(gguf, ctx_size=16, n_batch=4)
+            tf.forward([3, 17, 42], 0)
+            step = tf.compiled_step()
+            has = step.flags[-1]
+            assert {KINDS[i] for i, flag in enumerate(has) if flag} == file_kinds
+            if everything:
+                step.flags = step.flags[:-1] + (ALL_KINDS,)
+            logits.append(tf.decode(5, 3)[0].copy())
+    assert np.array_equal(logits[0], logits[1])
+
 def unpermute(w, n_head):
     """Inverse of permute_for_gguf: interleaved pairs -> HF rotate-half rows."""
     return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)

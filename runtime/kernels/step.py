@@ -5,7 +5,7 @@ dispatch of each costs about as much as the kernel's own work on a small model).
 The weight matrices are described as data: byte offset into the memory-mapped file, rows, bytes per row,
 a kind code (KINDS), and the kernel shape and prefetch distance chosen for it on this machine (shapes.py,
 runtime/tune.py).
-`matvec_any` dispatches on the kind to the fused kernels of floats/legacy/
+`matvec_present` dispatches on the kind to the fused kernels of floats/legacy/
 kquants (float activations, `exact`) or to the integer-dot kernels of dot_legacy/dot_kquants (activations
 quantized to Q8_0/Q8_1/Q8_K first, as ggml-cpu does). Per-layer matrices are numbered role by role
 (ROLES), the output matrix last.
@@ -31,38 +31,53 @@ N_ROLES = len(ROLES)  # matrices per layer in the table; the output matrix follo
 
 
 @njit(cache=True)
-def _matvec_float_act(kind, w, x, out):
-    """Fused dequantize-and-dot with float32 activations."""
-    if kind == F32:
-        fl.matvec_f32(w.view(np.float32), x, out)
-    elif kind == F16:
-        fl.matvec_f16(w.view(np.uint16), x, out)
-    elif kind == BF16:
-        fl.matvec_bf16(w.view(np.uint16), x, out)
-    elif kind == Q4_0:
-        lg.matvec_q4_0(w, x, out)
-    elif kind == Q4_1:
-        lg.matvec_q4_1(w, x, out)
-    elif kind == Q5_0:
-        lg.matvec_q5_0(w, x, out)
-    elif kind == Q5_1:
-        lg.matvec_q5_1(w, x, out)
-    elif kind == Q8_0:
-        lg.matvec_q8_0(w, x, out)
-    elif kind == Q2_K:
-        kq.matvec_q2_k(w, x, out)
-    elif kind == Q3_K:
-        kq.matvec_q3_k(w, x, out)
-    elif kind == Q4_K:
-        kq.matvec_q4_k(w, x, out)
-    elif kind == Q5_K:
-        kq.matvec_q5_k(w, x, out)
-    else:
-        kq.matvec_q6_k(w, x, out)
+def _matvec_float_act(kind, w, x, out, q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k):
+    """Fused dequantize-and-dot with float32 activations. Each kind's flag is True or None (see
+    matvec_present): Numba drops the branches of None, so the kernels of absent kinds are not compiled."""
+    if q4_0 is not None:  # pruned where None
+        if kind == Q4_0:
+            lg.matvec_q4_0(w, x, out)
+            return
+    if q4_1 is not None:  # pruned where None
+        if kind == Q4_1:
+            lg.matvec_q4_1(w, x, out)
+            return
+    if q5_0 is not None:  # pruned where None
+        if kind == Q5_0:
+            lg.matvec_q5_0(w, x, out)
+            return
+    if q5_1 is not None:  # pruned where None
+        if kind == Q5_1:
+            lg.matvec_q5_1(w, x, out)
+            return
+    if q8_0 is not None:  # pruned where None
+        if kind == Q8_0:
+            lg.matvec_q8_0(w, x, out)
+            return
+    if q2_k is not None:  # pruned where None
+        if kind == Q2_K:
+            kq.matvec_q2_k(w, x, out)
+            return
+    if q3_k is not None:  # pruned where None
+        if kind == Q3_K:
+            kq.matvec_q3_k(w, x, out)
+            return
+    if q4_k is not None:  # pruned where None
+        if kind == Q4_K:
+            kq.matvec_q4_k(w, x, out)
+            return
+    if q5_k is not None:  # pruned where None
+        if kind == Q5_K:
+            kq.matvec_q5_k(w, x, out)
+            return
+    if q6_k is not None:  # pruned where None
+        if kind == Q6_K:
+            kq.matvec_q6_k(w, x, out)
+            return
 
 
 @njit(cache=True)
-def _matvec_int_dot(kind, shape, pf, w, x, out, xq):
+def _matvec_int_dot(kind, shape, pf, w, x, out, xq, q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k):
     """Activations quantized to the weight's vec_dot_type, then integer dots in its native blocks, in
     the kernel shape and prefetch distance chosen for this matrix (shapes.py, runtime/tune.py)."""
     x2, q2 = x.reshape((1, x.shape[0])), xq.reshape((1, xq.shape[0]))
@@ -72,53 +87,94 @@ def _matvec_int_dot(kind, shape, pf, w, x, out, xq):
         quantize_q8_k(x2, q2)
     else:
         quantize_q8_0(x2, q2)
-    if kind == Q4_0:
-        dl.matvec_q4_0(w, xq, out, shape, pf)
-    elif kind == Q4_1:
-        dl.matvec_q4_1(w, xq, out, shape, pf)
-    elif kind == Q5_0:
-        dl.matvec_q5_0(w, xq, out, shape, pf)
-    elif kind == Q5_1:
-        dl.matvec_q5_1(w, xq, out, shape, pf)
-    elif kind == Q8_0:
-        dl.matvec_q8_0(w, xq, out, shape, pf)
-    elif kind == Q2_K:
-        dk.matvec_q2_k(w, xq, out, shape, pf)
-    elif kind == Q3_K:
-        dk.matvec_q3_k(w, xq, out, shape, pf)
-    elif kind == Q4_K:
-        dk.matvec_q4_k(w, xq, out, shape, pf)
-    elif kind == Q5_K:
-        dk.matvec_q5_k(w, xq, out, shape, pf)
-    else:
-        dk.matvec_q6_k(w, xq, out, shape, pf)
+    if q4_0 is not None:  # pruned where None
+        if kind == Q4_0:
+            dl.matvec_q4_0(w, xq, out, shape, pf)
+            return
+    if q4_1 is not None:  # pruned where None
+        if kind == Q4_1:
+            dl.matvec_q4_1(w, xq, out, shape, pf)
+            return
+    if q5_0 is not None:  # pruned where None
+        if kind == Q5_0:
+            dl.matvec_q5_0(w, xq, out, shape, pf)
+            return
+    if q5_1 is not None:  # pruned where None
+        if kind == Q5_1:
+            dl.matvec_q5_1(w, xq, out, shape, pf)
+            return
+    if q8_0 is not None:  # pruned where None
+        if kind == Q8_0:
+            dl.matvec_q8_0(w, xq, out, shape, pf)
+            return
+    if q2_k is not None:  # pruned where None
+        if kind == Q2_K:
+            dk.matvec_q2_k(w, xq, out, shape, pf)
+            return
+    if q3_k is not None:  # pruned where None
+        if kind == Q3_K:
+            dk.matvec_q3_k(w, xq, out, shape, pf)
+            return
+    if q4_k is not None:  # pruned where None
+        if kind == Q4_K:
+            dk.matvec_q4_k(w, xq, out, shape, pf)
+            return
+    if q5_k is not None:  # pruned where None
+        if kind == Q5_K:
+            dk.matvec_q5_k(w, xq, out, shape, pf)
+            return
+    if q6_k is not None:  # pruned where None
+        if kind == Q6_K:
+            dk.matvec_q6_k(w, xq, out, shape, pf)
+            return
 
 
 @njit(cache=True)
-def _matvec_float_weights(kind, pf, w, x, out):
-    if kind == F32:
-        fl.matvec_f32(w.view(np.float32), x, out)
-    elif kind == F16:
-        fl.matvec_f16(w.view(np.uint16), x, out, pf)
-    else:
-        fl.matvec_bf16(w.view(np.uint16), x, out, pf)
+def _matvec_float_weights(kind, pf, w, x, out, f32, f16, bf16):
+    if f32 is not None:
+        if kind == F32:
+            fl.matvec_f32(w.view(np.float32), x, out)
+    if f16 is not None:
+        if kind == F16:
+            fl.matvec_f16(w.view(np.uint16), x, out, pf)
+    if bf16 is not None:
+        if kind == BF16:
+            fl.matvec_bf16(w.view(np.uint16), x, out, pf)
 
 
 @njit(cache=True)
-def matvec_any(blob, mats, m, x, out, xq, exact, int_dots):
+def matvec_present(blob, mats, m, x, out, xq, exact, int_dots, has):
     """out = W_m @ x for matrix m of the table mats [n, 6] = (byte offset, rows, row bytes, kind, shape,
     prefetch distance in bytes: 0 for none).
     Of exact and int_dots one is True, the other None: float32 activations for every type, or 8-bit
     ones for block types. None is a type of its own, so Numba prunes the branch it guards, and a step
-    compiles the kernels of one arithmetic only (both made a cold start a fifth longer)."""
+    compiles the kernels of one arithmetic only (both made a cold start a fifth longer). `has` does the
+    same for the weight kinds: one entry per KINDS, True where the model has that kind, else None
+    (kinds_present), so a step compiles the kernels of its model's kinds only (all of them: 41 s of a
+    60 s cold start on Zen 5)."""
     off, rows, row_bytes, kind, shape, pf = mats[m, 0], mats[m, 1], mats[m, 2], mats[m, 3], mats[m, 4], mats[m, 5]
     w = blob[off:off + rows * row_bytes].reshape((rows, row_bytes))
     if kind <= BF16:
-        _matvec_float_weights(kind, pf, w, x, out)
+        _matvec_float_weights(kind, pf, w, x, out, has[0], has[1], has[2])
     elif exact is not None:
-        _matvec_float_act(kind, w, x, out)
+        _matvec_float_act(kind, w, x, out, has[3], has[4], has[5], has[6], has[7], has[8], has[9], has[10], has[11], has[12])
     elif int_dots is not None:
-        _matvec_int_dot(kind, shape, pf, w, x, out, xq)
+        _matvec_int_dot(kind, shape, pf, w, x, out, xq, has[3], has[4], has[5], has[6], has[7], has[8], has[9], has[10], has[11], has[12])
+
+
+ALL_KINDS = (True,) * len(KINDS)
+
+
+@njit(cache=True)
+def matvec_any(blob, mats, m, x, out, xq, exact, int_dots):
+    """matvec_present with every kind's kernels compiled (the match_llamacpp step, tests)."""
+    matvec_present(blob, mats, m, x, out, xq, exact, int_dots, ALL_KINDS)
+
+
+def kinds_present(mats: np.ndarray) -> tuple:
+    """matvec_present's `has`: True for each KINDS entry that a row of mats has, else None."""
+    kinds = set(int(k) for k in mats[:, 3])
+    return tuple(True if i in kinds else None for i in range(len(KINDS)))
 
 
 @njit(cache=True)
@@ -127,13 +183,13 @@ def _attention_block(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bu
     inv_freq, pos_scale, window, positions = rope_tab
     k_cache, v_cache = caches
     n_head, n_kv, hd = dims
-    exact, qkv_bias, qk_norm, post_norms, neox, eps, attn_scale, int_dots = flags
+    exact, qkv_bias, qk_norm, post_norms, neox, eps, attn_scale, int_dots, has = flags
     x, h, q, k, v, att, gate, up, scores, xq = bufs
     base = i * N_ROLES
     rmsnorm(x, attn_norm[i], eps, h)
-    matvec_any(blob, mats, base + WQ, h[0], q[0], xq, exact, int_dots)
-    matvec_any(blob, mats, base + WK, h[0], k[0], xq, exact, int_dots)
-    matvec_any(blob, mats, base + WV, h[0], v[0], xq, exact, int_dots)
+    matvec_present(blob, mats, base + WQ, h[0], q[0], xq, exact, int_dots, has)
+    matvec_present(blob, mats, base + WK, h[0], k[0], xq, exact, int_dots, has)
+    matvec_present(blob, mats, base + WV, h[0], v[0], xq, exact, int_dots, has)
     if qkv_bias:
         q[0] += bq[i]
         k[0] += bk[i]
@@ -148,7 +204,7 @@ def _attention_block(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bu
     v_cache[i, :, pos, :] = v.reshape((n_kv, hd))
     attention(q.reshape((1, n_head, hd)), k_cache[i], v_cache[i], pos, window[i], scores,
               att.reshape((1, n_head, hd)))
-    matvec_any(blob, mats, base + WO, att[0], h[0], xq, exact, int_dots)
+    matvec_present(blob, mats, base + WO, att[0], h[0], xq, exact, int_dots, has)
     if post_norms:
         rmsnorm(h, attn_post[i], eps, h)
     x[0] += h[0]
@@ -157,17 +213,17 @@ def _attention_block(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bu
 @njit(cache=True)
 def _feed_forward_block(i, blob, mats, vecs, flags, gelu, bufs):
     attn_norm, ffn_norm, attn_post, ffn_post, q_norm, k_norm, bq, bk, bv, out_norm = vecs
-    exact, qkv_bias, qk_norm, post_norms, neox, eps, attn_scale, int_dots = flags
+    exact, qkv_bias, qk_norm, post_norms, neox, eps, attn_scale, int_dots, has = flags
     x, h, q, k, v, att, gate, up, scores, xq = bufs
     base = i * N_ROLES
     rmsnorm(x, ffn_norm[i], eps, h)
-    matvec_any(blob, mats, base + GATE, h[0], gate[0], xq, exact, int_dots)
-    matvec_any(blob, mats, base + UP, h[0], up[0], xq, exact, int_dots)
+    matvec_present(blob, mats, base + GATE, h[0], gate[0], xq, exact, int_dots, has)
+    matvec_present(blob, mats, base + UP, h[0], up[0], xq, exact, int_dots, has)
     if gelu:
         gelu_tanh_mul(gate, up)
     else:
         silu_mul(gate, up)
-    matvec_any(blob, mats, base + DOWN, gate[0], h[0], xq, exact, int_dots)
+    matvec_present(blob, mats, base + DOWN, gate[0], h[0], xq, exact, int_dots, has)
     if post_norms:
         rmsnorm(h, ffn_post[i], eps, h)
     x[0] += h[0]
@@ -183,8 +239,8 @@ def decode_step(pos, blob, mats, vecs, rope_tab, caches, dims, flags, gelu, fina
         _attention_block(i, pos, blob, mats, vecs, rope_tab, caches, dims, flags, bufs)
         _feed_forward_block(i, blob, mats, vecs, flags, gelu, bufs)
     x, h, xq = bufs[0], bufs[1], bufs[9]
-    output_norm, exact, eps, int_dots = vecs[9], flags[0], flags[5], flags[7]
+    output_norm, exact, eps, int_dots, has = vecs[9], flags[0], flags[5], flags[7], flags[8]
     rmsnorm(x, output_norm, eps, h)
-    matvec_any(blob, mats, n_layer * N_ROLES, h[0], logits[0], xq, exact, int_dots)
+    matvec_present(blob, mats, n_layer * N_ROLES, h[0], logits[0], xq, exact, int_dots, has)
     if final_softcap > 0.0:
         softcap(logits, final_softcap)
