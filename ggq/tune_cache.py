@@ -38,17 +38,37 @@ def enabled() -> bool:
 CODEGEN_ENV = ("GGQ_NO_VNNI", "GGQ_NO_MADD", "GGQ_NO_ZMM", "GGQ_NO_SDOT", "GGQ_TILE_ROWS", "GGQ_FLOAT_TILE")
 
 
+# ggq's top-level packages and where they live. An ordinary install puts runtime/ and convert/ inside
+# ggq/; an editable one (pip install -e) leaves them at the repository's top, beside ggq/, so a digest of
+# ggq/ alone missed every kernel edit there and ran the old kernels from the cache.
+SOURCE_PACKAGES = ("ggq", "ggq.runtime", "ggq.convert")
+
+
+def source_roots() -> list[tuple[str, Path]]:
+    """(package, folder) of each SOURCE_PACKAGES entry, found without importing it (this runs before
+    numpy and Numba are loaded); a folder inside an earlier one is covered by that one."""
+    import importlib.util
+    roots: list[tuple[str, Path]] = []
+    for name in SOURCE_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            path = Path(folder).resolve()
+            if not any(path == r or r in path.parents for _, r in roots):
+                roots.append((name, path))
+    return roots
+
+
 def default_numba_cache() -> Path:
     """~/.cache/ggq/numba/<12 hex digits of a hash over ggq's own .py files and CODEGEN_ENV>. Numba
     checks only the timestamp of the file that defines a cached function, not of the intrinsics it
     inlines from other modules: after an upgrade that changed only runtime/kernels/vecir.py it would
     run the old kernels. A new digest also means new kernels, so what was measured for the old ones is
     measured again."""
-    root = Path(__file__).resolve().parent
     h = hashlib.blake2b(digest_size=6)
-    for f in sorted(root.rglob("*.py")):
-        h.update(str(f.relative_to(root)).encode())
-        h.update(f.read_bytes())
+    for name, root in source_roots():
+        for f in sorted(root.rglob("*.py")):
+            h.update(f"{name}/{f.relative_to(root)}".encode())
+            h.update(f.read_bytes())
     for name in CODEGEN_ENV:
         h.update(f"{name}={os.environ.get(name, '')};".encode())
     return Path.home() / ".cache" / "ggq" / "numba" / h.hexdigest()
