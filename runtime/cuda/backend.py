@@ -21,6 +21,7 @@ from numba import cuda
 
 from ggq.runtime.cuda import attention as at
 from ggq.runtime.cuda import kernels as kn
+from ggq.runtime.cuda import matmul_int as mi
 from ggq.runtime.cuda import matvec as mv
 from ggq.runtime.cuda import matvec_pairs as mp
 from ggq.runtime.cuda.launch import Launch, Replay, run_all
@@ -43,6 +44,10 @@ class Buffers:
         self.logits = cuda.device_array((BATCH, p.n_vocab), f32)
         self.scores = cuda.device_array((BATCH, p.n_head, ctx), f32)
         self.ids = cuda.device_array(BATCH, np.int64)
+        k_max = max(p.n_embd, p.n_ff, self.n_q)          # the prompt path's int8 activations (matmul_int.py)
+        self.xq = cuda.device_array((BATCH, k_max // 4), np.int32)
+        self.xd = cuda.device_array((BATCH, k_max // mv.QBLOCK), f32)
+        self.xs = cuda.device_array((BATCH, k_max // mv.QBLOCK), f32)
         self.state = cuda.to_device(np.zeros(3, np.int64))
         self.sumsq = cuda.to_device(np.zeros(2 * p.n_layer + 1, np.float64))   # see CudaBackend._decode_launches
         cache = (p.n_layer, p.n_head_kv, ctx, hd)
@@ -75,6 +80,9 @@ class CudaBackend:
         # int8 activations with dp4a, as the CPU runtime's default path; exact=True keeps float32 ones
         ints = os.environ.get("GGQ_CUDA_INT", "1") == "1"
         self.int_dots = ints and not tf.exact and p.n_embd % mv.QBLOCK == 0 and p.n_ff % mv.QBLOCK == 0
+        # prompts: matmul_int's int8 tiles where a launch's formats all have an unpacker (GGQ_CUDA_PROMPT_INT=0: off)
+        self.prompt_int = (self.int_dots and os.environ.get("GGQ_CUDA_PROMPT_INT", "1") == "1"
+                           and (p.n_head * p.head_dim) % mv.QBLOCK == 0)
         # matvec_pairs.py: "1" every int launch, "auto" launches with 2+ rows a warp, "0" none
         self.row_pairs = os.environ.get("GGQ_CUDA_ROW_PAIRS", "0")
         self.sumsq_norms = not p.spec.post_norms   # gemma3's post-norms write x in their own kernel
@@ -193,25 +201,45 @@ class CudaBackend:
         return int(self.host_state[2])
 
     # ---- prompts: batched kernels, launched from Python per pass -------------------------------------
-    def _matmul(self, mats, x, n: int, out, accumulate: bool, softcap: float = 0.0) -> Launch:
+    def _matmul(self, mats, src, n: int, out, accumulate: bool, prep: int = kn.PREP_COPY, norm_w=None,
+                softcap: float = 0.0) -> list[Launch]:
+        """out (+)= prep(src) . W^T for n tokens. prep: PREP_COPY (src as it is), PREP_NORM (rmsnorm(src) *
+        norm_w), PREP_SILU (act(gate) * up, src = [gate | up]). With int dots and an unpacker for every
+        format of the launch: one quantize_rows (prep fused) and matmul_int's int8 tiles; else the prep
+        kernel into a float buffer and kernels.matmul's float tiles."""
+        b, p = self.b, self.params
+        cols = mats.cols
+        if self.prompt_int and all(k in mi.INT_KINDS for k in mats.kinds):
+            w = norm_w if norm_w is not None else self.w.vec["attn_norm"][0]
+            quant = Launch(mi.quantize_rows, (n,), mi.QUANT_THREADS, 0,
+                           (src, cols, prep, w, self.eps, self.gelu, b.xq, b.xd, b.xs))
+            kernel, tile_tokens = mi.kernel(n, mats.tiles, self.sm_count)
+            return [quant, Launch(kernel, (-(-n // tile_tokens), mats.tiles), mi.THREADS, 0,
+                                  (mats.matmul, *mv.matvec_args(self.w.views)[:5], b.xq, b.xd, b.xs, n, out,
+                                   accumulate, softcap))]
+        plan, x = [], src
+        if prep == kn.PREP_NORM:
+            plan, x = [Launch(kn.rmsnorm_rows, (n,), kn.ROW_THREADS, 0, (src, norm_w, self.eps, b.h))], b.h
+        elif prep == kn.PREP_SILU:
+            plan = [Launch(kn.gate_act, (-(-p.n_ff // kn.ROW_THREADS), n), kn.ROW_THREADS, 0, (src, p.n_ff, self.gelu))]
+            x = src[:, :p.n_ff]
         grid = (-(-n // kn.TILE_TOKENS), mats.tiles)
-        return Launch(kn.matmul, grid, 256, 0, (mats.matmul, *self.w.views.args(), x, n, out, accumulate, softcap))
+        return plan + [Launch(kn.matmul, grid, 256, 0, (mats.matmul, *self.w.views.args(), x, n, out, accumulate,
+                                                        softcap))]
 
     def _prompt_launches(self, n: int) -> list[Launch]:
         p, b, w, v = self.params, self.b, self.w, self.w.vec
         post = p.spec.post_norms
+        norm, act = kn.PREP_NORM, kn.PREP_SILU
         plan = [Launch(kn.embed, (n,), kn.THREADS, 0, (b.ids, w.embed, *w.views.args(), np.float32(p.embed_scale),
                                                        b.x, b.sumsq))]
         for i in range(p.n_layer):
-            plan.append(Launch(kn.rmsnorm_rows, (n,), kn.ROW_THREADS, 0, (b.x, v["attn_norm"][i], self.eps, b.h)))
-            plan.append(self._matmul(w.qkv[i], b.h, n, b.qkv, False))
+            plan += self._matmul(w.qkv[i], b.x, n, b.qkv, False, norm, v["attn_norm"][i])
             plan += self._attention_launches(i, n)
-            plan.append(self._matmul(w.wo[i], b.att, n, b.h if post else b.x, not post))
+            plan += self._matmul(w.wo[i], b.att, n, b.h if post else b.x, not post)
             plan += self._post_norm("attn_post", i, n)
-            plan.append(Launch(kn.rmsnorm_rows, (n,), kn.ROW_THREADS, 0, (b.x, v["ffn_norm"][i], self.eps, b.h)))
-            plan.append(self._matmul(w.gate_up[i], b.h, n, b.gu, False))
-            plan.append(Launch(kn.gate_act, (-(-p.n_ff // kn.ROW_THREADS), n), kn.ROW_THREADS, 0, (b.gu, p.n_ff, self.gelu)))
-            plan.append(self._matmul(w.down[i], b.gu[:, :p.n_ff], n, b.h if post else b.x, not post))
+            plan += self._matmul(w.gate_up[i], b.x, n, b.gu, False, norm, v["ffn_norm"][i])
+            plan += self._matmul(w.down[i], b.gu, n, b.h if post else b.x, not post, act)
             plan += self._post_norm("ffn_post", i, n)
         return plan
 
@@ -221,8 +249,7 @@ class CudaBackend:
             last = b.x[n - 1:n]
             return [self._matvec(w.output, last, last, v["output_norm"][0], kn.PREP_NORM, b.logits[0:1], False,
                                  self.softcap)]
-        return [Launch(kn.rmsnorm_rows, (n,), kn.ROW_THREADS, 0, (b.x, v["output_norm"][0], self.eps, b.h)),
-                self._matmul(w.output, b.h, n, b.logits, False, self.softcap)]
+        return self._matmul(w.output, b.x, n, b.logits, False, kn.PREP_NORM, v["output_norm"][0], self.softcap)
 
     def forward(self, ids: np.ndarray, pos: int, logits: np.ndarray, all_logits: bool) -> np.ndarray:
         """The prompt `ids` at positions pos.. (BATCH tokens a pass) into logits (host [n or 1, n_vocab])."""

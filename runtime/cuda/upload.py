@@ -70,12 +70,18 @@ class LaunchMats:
     matmul: object
     rows: int
     tiles: int
+    kinds: tuple = ()
+    cols: int = 0
+
+
+def _kinds(table: np.ndarray) -> tuple:
+    return tuple(int(k) for k in table[:, 3])
 
 
 def launch_mats(mats) -> LaunchMats:
     vec, mat = segment_table(mats, 1), segment_table(mats, TILE_ROWS)
     return LaunchMats(cuda.to_device(vec), cuda.to_device(mat), int(vec[:, 1].sum()),
-                      int(sum(-(-m.rows // TILE_ROWS) for m in mats)))
+                      int(sum(-(-m.rows // TILE_ROWS) for m in mats)), _kinds(vec), int(vec[0, 2]))
 
 
 class DeviceWeights:
