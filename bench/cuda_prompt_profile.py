@@ -1,9 +1,10 @@
 """Where a 512-token prompt's time goes on the GPU: every launch of the prompt path timed on its own with
 CUDA events, summed by kind (matmul by matrix: qkv, wo, gate_up, down, output), then the whole pass timed
-as ggq bench times it; for each prompt matmul path (float tiles: prompt_int off; int8 tiles: on).
-`check`: the two paths' logits of a 200-token prompt (every position) on random-block copies of the files
-(bench/cuda_ab.py's fill_random), against each other: the float path is the one checked against the CPU
-runtime (bench/RESULTS.md, cuda_vs_llamacpp).
+as ggq bench times it; for the old prompt path (float tiles, attention.attend), int8 matmul tiles, and
+int8 tiles with attention_tiles.
+`check`: logits of a 200-token prompt (every position) on random-block copies of the files (bench/cuda_ab.py's
+fill_random) of float tiles + attention_tiles and of int8 tiles + attention_tiles, against the old path
+(float tiles, attention.attend: the one checked against the CPU runtime in bench/RESULTS.md).
 
     python3 -P bench/cuda_prompt_profile.py FILE.gguf [FILE.gguf ...]        # on the GPU machine; JSON lines
     python3 -P bench/cuda_prompt_profile.py check FILE.gguf [FILE.gguf ...]
@@ -38,9 +39,10 @@ def profile(path: str, reps: int = 3) -> list[dict]:
     tf = open_model(path, ctx_size=N + 1, device="cuda")
     ids = np.random.default_rng(0).integers(0, tf.params.n_vocab, N).astype(np.int64)
     out = []
-    for prompt_int in (False, True):
+    for prompt_int, att_tiles in ((False, False), (True, False), (True, True)):
         tf.backend.prompt_int = prompt_int and tf.backend.int_dots
-        out.append({"prompt_int": tf.backend.prompt_int} | _profile_path(tf, ids, path, reps))
+        tf.backend.att_tiles = att_tiles
+        out.append({"prompt_int": tf.backend.prompt_int, "att_tiles": att_tiles} | _profile_path(tf, ids, path, reps))
     return out
 
 
@@ -82,13 +84,18 @@ def check(path: str, n: int = 200) -> dict:
     tf = open_model(str(filled), ctx_size=n + 1, device="cuda")
     ids = np.random.default_rng(1).integers(0, tf.params.n_vocab, n).astype(np.int64)
     logits = {}
-    for prompt_int in (False, True):
+    for prompt_int, att_tiles in ((False, False), (False, True), (True, True)):
         tf.backend.prompt_int = prompt_int and tf.backend.int_dots
-        logits[prompt_int] = tf.forward(ids, 0, all_logits=True).astype(np.float64)
-    a, b = logits[False], logits[True]
-    return {"file": path, "max_abs_diff": float(np.abs(a - b).max()), "max_abs_logit": float(np.abs(a).max()),
-            "rel_rms": float(np.sqrt(((a - b) ** 2).mean() / (a ** 2).mean())),
-            "same_top1": f"{int((a.argmax(1) == b.argmax(1)).sum())}/{n}"}
+        tf.backend.att_tiles = att_tiles
+        logits[prompt_int, att_tiles] = tf.forward(ids, 0, all_logits=True).astype(np.float64)
+    a = logits[False, False]
+    out = {"file": path, "max_abs_logit": float(np.abs(a).max())}
+    for key, label in (((False, True), "float_tiled_att"), ((True, True), "int_tiled_att")):
+        b = logits[key]
+        out[label] = {"max_abs_diff": float(np.abs(a - b).max()),
+                      "rel_rms": float(np.sqrt(((a - b) ** 2).mean() / (a ** 2).mean())),
+                      "same_top1": f"{int((a.argmax(1) == b.argmax(1)).sum())}/{n}"}
+    return out
 
 
 if __name__ == "__main__":

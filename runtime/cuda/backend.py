@@ -20,6 +20,7 @@ import numpy as np
 from numba import cuda
 
 from ggq.runtime.cuda import attention as at
+from ggq.runtime.cuda import attention_tiles as atl
 from ggq.runtime.cuda import kernels as kn
 from ggq.runtime.cuda import matmul_int as mi
 from ggq.runtime.cuda import matvec as mv
@@ -85,6 +86,8 @@ class CudaBackend:
                            and (p.n_head * p.head_dim) % mv.QBLOCK == 0)
         # matvec_pairs.py: "1" every int launch, "auto" launches with 2+ rows a warp, "0" none
         self.row_pairs = os.environ.get("GGQ_CUDA_ROW_PAIRS", "0")
+        # prompt attention: attention_tiles (key tiles shared by a block's queries) or attention.attend
+        self.att_tiles = os.environ.get("GGQ_CUDA_ATT_TILES", "1") == "1" and p.head_dim <= atl.MAX_HEAD_DIM
         self.sumsq_norms = not p.spec.post_norms   # gemma3's post-norms write x in their own kernel
         self.replay = Replay(self._decode_launches())
         self._captured = False
@@ -98,8 +101,12 @@ class CudaBackend:
                         (b.qkv, v["bias"][i], v["q_norm"][i], v["k_norm"][i], v["inv_freq"][i],
                          self.w.pos_scale[i], b.state, b.k_cache[i], b.v_cache[i], b.dims, b.flags, self.eps,
                          self.attn_scale))
-        attend = Launch(at.attend, (n, p.n_head), kn.THREADS, 0,
-                        (b.qkv, b.k_cache[i], b.v_cache[i], b.state, self.w.window[i], b.scores, b.att))
+        if self.att_tiles:
+            attend = Launch(atl.attend_tiles(p.head_dim), (-(-n // atl.QT), p.n_head), atl.THREADS, 0,
+                            (b.qkv, b.k_cache[i], b.v_cache[i], b.state, self.w.window[i], n, b.att))
+        else:
+            attend = Launch(at.attend, (n, p.n_head), kn.THREADS, 0,
+                            (b.qkv, b.k_cache[i], b.v_cache[i], b.state, self.w.window[i], b.scores, b.att))
         return [finish, attend]
 
     def _post_norm(self, name: str, i: int, n: int) -> list[Launch]:

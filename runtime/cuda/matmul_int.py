@@ -100,7 +100,7 @@ def quantize_rows(x, cols, prep, w, eps, gelu, xq, xd, xs):
 
 
 # ---- weights: half h (values 16 h .. 16 h + 15) of block `blk` (of 32) of a row as 4 int8 words ------
-# each returns (a, b): value = a * q + b (b the same for both halves of a block)
+# each writes them to ws[r, c:c + 4] and returns (a, b): value = a * q + b (b the same for both halves)
 @device
 def _sign_extend(v, bit):
     """Each byte of v holds an unsigned (bit + 1)-bit value q; returns q - 2^bit as signed bytes
@@ -114,36 +114,36 @@ def _sign_extend(v, bit):
 
 
 @device
-def _unit_q8_0(u8, i8, u16, u32, f16, rb, blk, h, words):
+def _unit_q8_0(u8, i8, u16, u32, f16, rb, blk, h, ws, r, c):
     bb = rb + 34 * blk
     for m in range(4):
-        words[m] = _w32(u16, bb + 2 + 16 * h + 4 * m)
+        ws[r, c + m] = int32(_w32(u16, bb + 2 + 16 * h + 4 * m))
     return float32(f16[ix(bb >> 1)]), float32(0.0)
 
 
 @device
-def _unit_q5_0(u8, i8, u16, u32, f16, rb, blk, h, words):
+def _unit_q5_0(u8, i8, u16, u32, f16, rb, blk, h, ws, r, c):
     bb = rb + 22 * blk
     qh = _w32(u16, bb + 2)
     for m in range(4):
         w = (_w32(u16, bb + 6 + 4 * m) >> (4 * h)) & LOW
-        words[m] = _sign_extend(w | _spread4(qh >> (16 * h + 4 * m)), 4)
+        ws[r, c + m] = int32(_sign_extend(w | _spread4(qh >> (16 * h + 4 * m)), 4))
     return float32(f16[ix(bb >> 1)]), float32(0.0)
 
 
 @device
-def _unit_q4_k(u8, i8, u16, u32, f16, rb, blk, h, words):
+def _unit_q4_k(u8, i8, u16, u32, f16, rb, blk, h, ws, r, c):
     sb, j = blk >> 3, blk & 7
     bb = rb + 144 * sb
     w0 = (bb + 16 + 32 * (j >> 1) + 16 * h) >> 2
     for m in range(4):
-        words[m] = (u32[ix(w0 + m)] >> (4 * (j & 1))) & LOW
+        ws[r, c + m] = int32((u32[ix(w0 + m)] >> (4 * (j & 1))) & LOW)
     sc, mn = _scale_min_k4(u8, bb + 4, j)
     return float32(f16[ix(bb >> 1)]) * float32(sc), -float32(f16[ix((bb >> 1) + 1)]) * float32(mn)
 
 
 @device
-def _unit_q6_k(u8, i8, u16, u32, f16, rb, blk, h, words):
+def _unit_q6_k(u8, i8, u16, u32, f16, rb, blk, h, ws, r, c):
     sb, j = blk >> 3, blk & 7
     bb = rb + 210 * sb
     half, kk = j >> 2, j & 3
@@ -151,20 +151,20 @@ def _unit_q6_k(u8, i8, u16, u32, f16, rb, blk, h, words):
     for m in range(4):
         low = (_w32(u16, lo + 4 * m) >> (4 * (kk >> 1))) & LOW
         high = (_w32(u16, hi + 4 * m) >> (2 * kk)) & 0x03030303
-        words[m] = _sign_extend(low | (high << 4), 5)
+        ws[r, c + m] = int32(_sign_extend(low | (high << 4), 5))
     a = float32(f16[ix((bb + 208) >> 1)]) * float32(i8[ix(bb + 192 + 8 * half + 2 * kk + h)])
     return a, float32(0.0)
 
 
 @device
-def _unit(kind, u8, i8, u16, u32, f16, rb, blk, h, words):
+def _unit(kind, u8, i8, u16, u32, f16, rb, blk, h, ws, r, c):
     if kind == Q4_K:
-        return _unit_q4_k(u8, i8, u16, u32, f16, rb, blk, h, words)
+        return _unit_q4_k(u8, i8, u16, u32, f16, rb, blk, h, ws, r, c)
     if kind == Q6_K:
-        return _unit_q6_k(u8, i8, u16, u32, f16, rb, blk, h, words)
+        return _unit_q6_k(u8, i8, u16, u32, f16, rb, blk, h, ws, r, c)
     if kind == Q5_0:
-        return _unit_q5_0(u8, i8, u16, u32, f16, rb, blk, h, words)
-    return _unit_q8_0(u8, i8, u16, u32, f16, rb, blk, h, words)
+        return _unit_q5_0(u8, i8, u16, u32, f16, rb, blk, h, ws, r, c)
+    return _unit_q8_0(u8, i8, u16, u32, f16, rb, blk, h, ws, r, c)
 
 
 @device
@@ -180,17 +180,15 @@ def _load_weights(segs, s, u8, i8, u16, u32, f16, row0, kb0, ws, wa, wb):
     """Rows row0.. of segment s, blocks kb0..kb0 + STEP_BLOCKS - 1, into ws (words), wa (a per half),
     wb (b per block); zeros past the last row or block."""
     rows, nblk, kind, row_bytes = segs[s, 1], segs[s, 2] // QBLOCK, segs[s, 3], segs[s, 6]
-    words = cuda.local.array(4, uint32)
     for u in range(cuda.threadIdx.x, TILE_ROWS * STEP_BLOCKS * 2, cuda.blockDim.x):
         r, kb, h = u // (2 * STEP_BLOCKS), (u // 2) % STEP_BLOCKS, u % 2
         a, b = float32(0.0), float32(0.0)
         if row0 + r < rows and kb0 + kb < nblk:
-            a, b = _unit(kind, u8, i8, u16, u32, f16, segs[s, 0] + (row0 + r) * row_bytes, kb0 + kb, h, words)
+            a, b = _unit(kind, u8, i8, u16, u32, f16, segs[s, 0] + (row0 + r) * row_bytes, kb0 + kb, h, ws, r,
+                         8 * kb + 4 * h)
         else:
             for m in range(4):
-                words[m] = uint32(0)
-        for m in range(4):
-            ws[r, 8 * kb + 4 * h + m] = int32(words[m])
+                ws[r, 8 * kb + 4 * h + m] = int32(0)
         wa[r, 2 * kb + h] = a
         if h == 0:
             wb[r, kb] = b

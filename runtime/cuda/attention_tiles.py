@@ -1,0 +1,115 @@
+"""Prompt attention in tiles: a block takes QT queries of one head and walks the keys they need in tiles
+of KT positions held in shared memory, with an online softmax (a running max and sum per query).
+
+Why: attention.attend runs a block per (token, head) and reads every cached key and value of that head
+from global memory once per query (512 times over at pp512), with a barrier per 32 positions. Here a key
+tile is read once per QT queries. q must be finished (attention.qkv_finish: rope, scale, cache writes).
+
+Threads: 4 per query (QT = threads / 4). Scores: thread `part` of query qi takes keys part + 4 m of the
+tile; the softmax update is made by part 0 of each query over the tile's KT scores in shared memory; then
+each thread accumulates its head dimensions part + 4 c over the tile's values.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda, float32
+
+from ggq.runtime.cuda.kernels import SIMULATED
+
+THREADS = 32 if SIMULATED else 128
+QT = THREADS // 4                       # queries a block
+KT = 32                                 # keys a tile
+KEYS_PER = KT // 4
+MAX_HEAD_DIM = 96                       # q, k and v tiles in 48 KB of static shared memory
+
+
+def _make(hd: int):
+    HD, PAD = hd, hd + 1
+    DIMS_PER = -(-hd // 4)
+
+    @cuda.jit
+    def attend_tiles(qkv, k_cache, v_cache, state, window, n_tokens, out):
+        """out[t, head] = softmax(q . K) V for the queries t0..t0 + QT - 1 < n_tokens (t0 = blockIdx.x * QT) of head
+        blockIdx.y at positions state[1] + t, over the cached positions up to each query's own (the last
+        `window` if window > 0)."""
+        qs = cuda.shared.array((QT, PAD), float32)
+        ks = cuda.shared.array((KT, PAD), float32)
+        vs = cuda.shared.array((KT, PAD), float32)
+        ps = cuda.shared.array((QT, KT + 1), float32)
+        corr = cuda.shared.array(QT, float32)
+        run_max = cuda.shared.array(QT, float32)
+        run_sum = cuda.shared.array(QT, float32)
+        tid, head = cuda.threadIdx.x, cuda.blockIdx.y
+        qi, part = tid // 4, tid % 4
+        kv = head // (out.shape[1] // HD // k_cache.shape[0])
+        pos0, t0 = state[1], cuda.blockIdx.x * QT
+        last_t = min(t0 + QT, n_tokens) - 1
+        for e in range(tid, QT * HD, THREADS):
+            r, d = e // HD, e % HD
+            qs[r, d] = qkv[min(t0 + r, n_tokens - 1), head * HD + d]
+        if part == 0:
+            run_max[qi] = float32(-np.inf)
+            run_sum[qi] = float32(0.0)
+        acc = cuda.local.array(DIMS_PER, float32)
+        for c in range(DIMS_PER):
+            acc[c] = float32(0.0)
+        p = pos0 + min(t0 + qi, last_t)
+        lo = max(0, p - window + 1) if window > 0 else 0
+        first = max(0, pos0 + t0 - window + 1) if window > 0 else 0
+        k_first = first - first % KT
+        for k0 in range(k_first, pos0 + last_t + 1, KT):
+            cuda.syncthreads()                  # the previous tile's ps, ks, vs are consumed
+            for e in range(tid, KT * HD, THREADS):
+                r, d = e // HD, e % HD
+                j = min(k0 + r, pos0 + last_t)
+                ks[r, d] = k_cache[kv, j, d]
+                vs[r, d] = v_cache[kv, j, d]
+            cuda.syncthreads()
+            for m in range(KEYS_PER):
+                key = part + 4 * m
+                s = float32(0.0)
+                for d in range(HD):
+                    s += qs[qi, d] * ks[key, d]
+                j = k0 + key
+                ps[qi, key] = s if lo <= j and j <= p else float32(-np.inf)
+            cuda.syncthreads()
+            if part == 0:
+                best = run_max[qi]
+                for key in range(KT):
+                    best = max(best, ps[qi, key])
+                c = float32(math.exp(run_max[qi] - best)) if best > float32(-np.inf) else float32(1.0)
+                total = run_sum[qi] * c
+                for key in range(KT):
+                    e = float32(math.exp(ps[qi, key] - best)) if ps[qi, key] > float32(-np.inf) else float32(0.0)
+                    ps[qi, key] = e
+                    total += e
+                run_max[qi], run_sum[qi], corr[qi] = best, total, c
+            cuda.syncthreads()
+            c = corr[qi]
+            for i in range(DIMS_PER):
+                d = min(part + 4 * i, HD - 1)
+                a = acc[i] * c
+                for key in range(KT):
+                    a += ps[qi, key] * vs[key, d]
+                acc[i] = a
+        t = t0 + qi
+        if t < n_tokens:
+            inv = float32(1.0) / run_sum[qi]
+            for i in range(DIMS_PER):
+                d = part + 4 * i
+                if d < HD:
+                    out[t, head * HD + d] = acc[i] * inv
+
+    return attend_tiles
+
+
+_KERNELS: dict = {}
+
+
+def attend_tiles(head_dim: int):
+    """The tiled prompt attention kernel for heads of head_dim values (compiled once per size)."""
+    if head_dim not in _KERNELS:
+        _KERNELS[head_dim] = _make(head_dim)
+    return _KERNELS[head_dim]
