@@ -17,5 +17,7 @@ __all__ = ["GGQError", "load", "__version__"]
 
 def load(path, **options):
     """Open a GGUF model for generation (see ggq.runtime.api.Model)."""
+    from ggq.openmp_spin import use_short_spin_for
+    use_short_spin_for(path, bool(options.get("exact")) and options.get("device", "cpu") == "cpu")
     from ggq.runtime.api import load as _load
     return _load(path, **options)

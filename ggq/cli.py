@@ -10,6 +10,7 @@ import sys
 
 from ggq import quality_cli, tune_cli
 from ggq.errors import GGQError
+from ggq.openmp_spin import use_short_spin_for
 
 
 def _inspect_args(p: argparse.ArgumentParser) -> None:
@@ -158,6 +159,7 @@ def _interactive(model, path, settings: dict, system: str | None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     import ggq
+    use_short_spin_for(args.model, args.exact and args.device == "cpu")
     from ggq.runtime.resolve import resolve_model
     path = resolve_model(args.model, args.revision)
     model = ggq.load(path, threads=args.threads, ctx_size=args.ctx_size,
@@ -193,6 +195,7 @@ def _perplexity_args(p: argparse.ArgumentParser) -> None:
 
 
 def _perplexity(args: argparse.Namespace) -> int:
+    use_short_spin_for(args.model, False)
     from ggq.runtime.api import set_threads
     from ggq.runtime.model import open_model
     from ggq.runtime.perplexity import perplexity
@@ -226,6 +229,7 @@ def _bench_args(p: argparse.ArgumentParser) -> None:
 
 def _bench(args: argparse.Namespace) -> int:
     import json
+    use_short_spin_for(args.model, args.exact and args.device == "cpu")
     from ggq.runtime.bench import bench, format_result
     result = bench(args.model, args.n_prompt, args.n_gen, args.threads, args.repetitions, args.exact, args.device)
     print(json.dumps(result.as_dict(), indent=1) if args.json else format_result(result))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ggq import tune_cache
+from ggq import openmp_spin, tune_cache
 
 
 def _configure_numba_cache() -> None:
@@ -27,14 +27,5 @@ def _configure_numba_cache() -> None:
         sys.modules["numba"].config.CACHE_DIR = path
 
 
-def _configure_openmp_spin() -> None:
-    """Numba's OpenMP workers busy-wait 300000 spins (~15 ms on recent x86, where `pause` is slow)
-    after each parallel kernel; during a prompt they then starve the BLAS workers that run next
-    (runtime/blas.py). 10000 spins keep the decode step's back-to-back kernels warm and free the cores
-    within a fraction of a millisecond (pp512 +30 %, tg128 unchanged). Read when libgomp loads, which
-    Numba does at the first parallel call; a value the user set wins."""
-    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
-
-
 _configure_numba_cache()
-_configure_openmp_spin()
+openmp_spin.default_spin()
