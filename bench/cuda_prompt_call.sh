@@ -6,6 +6,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/out}
+[ -d .gpu/head ] && cp -r .gpu/head/. .      # committed versions of files others are editing here (cuda_vs_llamacpp.py head)
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --upgrade --target /tmp/site . >/dev/null
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1

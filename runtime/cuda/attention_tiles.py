@@ -6,8 +6,9 @@ from global memory once per query (512 times over at pp512), with a barrier per 
 tile is read once per QT queries. q must be finished (attention.qkv_finish: rope, scale, cache writes).
 
 Threads: 4 per query (QT = threads / 4). Scores: thread `part` of query qi takes keys part + 4 m of the
-tile; the softmax update is made by part 0 of each query over the tile's KT scores in shared memory; then
-each thread accumulates its head dimensions part + 4 c over the tile's values.
+tile; the 4 share the tile's max through shared memory, each keeps its own partial sum of the exponentials
+(added up at the end) and writes its probabilities for the value pass, where each thread accumulates its
+head dimensions part + 4 c over all the tile's values.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ THREADS = 32 if SIMULATED else 128
 QT = THREADS // 4                       # queries a block
 KT = 32                                 # keys a tile
 KEYS_PER = KT // 4
+KT_PAD = KT + 1
 MAX_HEAD_DIM = 96                       # q, k and v tiles in 48 KB of static shared memory
 
 
@@ -37,10 +39,8 @@ def _make(hd: int):
         qs = cuda.shared.array((QT, PAD), float32)
         ks = cuda.shared.array((KT, PAD), float32)
         vs = cuda.shared.array((KT, PAD), float32)
-        ps = cuda.shared.array((QT, KT + 1), float32)
-        corr = cuda.shared.array(QT, float32)
-        run_max = cuda.shared.array(QT, float32)
-        run_sum = cuda.shared.array(QT, float32)
+        ps = cuda.shared.array((QT, KT_PAD), float32)
+        part_max = cuda.shared.array((QT, 4), float32)
         tid, head = cuda.threadIdx.x, cuda.blockIdx.y
         qi, part = tid // 4, tid % 4
         kv = head // (out.shape[1] // HD // k_cache.shape[0])
@@ -49,18 +49,16 @@ def _make(hd: int):
         for e in range(tid, QT * HD, THREADS):
             r, d = e // HD, e % HD
             qs[r, d] = qkv[min(t0 + r, n_tokens - 1), head * HD + d]
-        if part == 0:
-            run_max[qi] = float32(-np.inf)
-            run_sum[qi] = float32(0.0)
         acc = cuda.local.array(DIMS_PER, float32)
+        sc = cuda.local.array(KEYS_PER, float32)
         for c in range(DIMS_PER):
             acc[c] = float32(0.0)
+        run_max, run_sum = float32(-np.inf), float32(0.0)   # the same max in the 4 threads; own partial sums
         p = pos0 + min(t0 + qi, last_t)
         lo = max(0, p - window + 1) if window > 0 else 0
         first = max(0, pos0 + t0 - window + 1) if window > 0 else 0
-        k_first = first - first % KT
-        for k0 in range(k_first, pos0 + last_t + 1, KT):
-            cuda.syncthreads()                  # the previous tile's ps, ks, vs are consumed
+        for k0 in range(first - first % KT, pos0 + last_t + 1, KT):
+            cuda.syncthreads()                  # the previous tile's ks, vs and ps are consumed
             for e in range(tid, KT * HD, THREADS):
                 r, d = e // HD, e % HD
                 j = min(k0 + r, pos0 + last_t)
@@ -68,35 +66,39 @@ def _make(hd: int):
                 vs[r, d] = v_cache[kv, j, d]
             cuda.syncthreads()
             for m in range(KEYS_PER):
-                key = part + 4 * m
-                s = float32(0.0)
-                for d in range(HD):
-                    s += qs[qi, d] * ks[key, d]
-                j = k0 + key
-                ps[qi, key] = s if lo <= j and j <= p else float32(-np.inf)
+                sc[m] = float32(0.0)
+            for d in range(HD):
+                q = qs[qi, d]
+                for m in range(KEYS_PER):
+                    sc[m] += q * ks[part + 4 * m, d]
+            best = float32(-np.inf)
+            for m in range(KEYS_PER):
+                j = k0 + part + 4 * m
+                if j < lo or j > p:
+                    sc[m] = float32(-np.inf)
+                best = max(best, sc[m])
+            part_max[qi, part] = best
             cuda.syncthreads()
-            if part == 0:
-                best = run_max[qi]
-                for key in range(KT):
-                    best = max(best, ps[qi, key])
-                c = float32(math.exp(run_max[qi] - best)) if best > float32(-np.inf) else float32(1.0)
-                total = run_sum[qi] * c
-                for key in range(KT):
-                    e = float32(math.exp(ps[qi, key] - best)) if ps[qi, key] > float32(-np.inf) else float32(0.0)
-                    ps[qi, key] = e
-                    total += e
-                run_max[qi], run_sum[qi], corr[qi] = best, total, c
+            best = max(max(run_max, max(part_max[qi, 0], part_max[qi, 1])), max(part_max[qi, 2], part_max[qi, 3]))
+            c = float32(math.exp(run_max - best)) if best > float32(-np.inf) else float32(1.0)
+            total = run_sum * c
+            for m in range(KEYS_PER):
+                e = float32(math.exp(sc[m] - best)) if sc[m] > float32(-np.inf) else float32(0.0)
+                ps[qi, part + 4 * m] = e
+                total += e
+            run_max, run_sum = best, total
             cuda.syncthreads()
-            c = corr[qi]
             for i in range(DIMS_PER):
                 d = min(part + 4 * i, HD - 1)
                 a = acc[i] * c
                 for key in range(KT):
                     a += ps[qi, key] * vs[key, d]
                 acc[i] = a
+        part_max[qi, part] = run_sum               # (after the last barrier: part_max is free)
+        cuda.syncthreads()
         t = t0 + qi
         if t < n_tokens:
-            inv = float32(1.0) / run_sum[qi]
+            inv = float32(1.0) / (part_max[qi, 0] + part_max[qi, 1] + part_max[qi, 2] + part_max[qi, 3])
             for i in range(DIMS_PER):
                 d = part + 4 * i
                 if d < HD:

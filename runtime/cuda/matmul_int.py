@@ -26,7 +26,7 @@ import numpy as np
 from numba import cuda, float32, float64, int32, uint32
 
 from ggq.runtime.cuda import kernels as kn
-from ggq.runtime.cuda.kernels import SIMULATED, ix
+from ggq.runtime.cuda.kernels import PREP_NORM, PREP_SILU, SIMULATED, WARP, _activation, _inv_rms, ix
 from ggq.runtime.cuda.matvec_int import LOW, QBLOCK, _spread4, _w32, dp4a
 from ggq.runtime.cuda.quant import Q4_K, Q5_0, Q6_K, Q8_0, _scale_min_k4
 
@@ -63,10 +63,10 @@ else:
 
 @device
 def _prepared(x, t, j, prep, w, inv, n_ff, gelu):
-    if prep == kn.PREP_NORM:
+    if prep == PREP_NORM:
         return x[t, j] * inv * w[j]
-    if prep == kn.PREP_SILU:
-        return kn._activation(x[t, j], gelu) * x[t, n_ff + j]
+    if prep == PREP_SILU:
+        return _activation(x[t, j], gelu) * x[t, n_ff + j]
     return x[t, j]
 
 
@@ -76,9 +76,9 @@ def quantize_rows(x, cols, prep, w, eps, gelu, xq, xd, xs):
     PREP_COPY v = x; PREP_NORM rmsnorm(x[t]) * w (kernels.rmsnorm_rows' arithmetic); PREP_SILU act(x[t, j])
     * x[t, cols + j] (kernels.gate_act's; gelu picks the activation). The rounding is matvec_int's
     prepare_quantized (round half to even of v * 127 / max |v|)."""
-    red = cuda.shared.array(kn.WARP, float64)
+    red = cuda.shared.array(WARP, float64)
     t = cuda.blockIdx.x
-    inv = kn._inv_rms(x, t, eps, red) if prep == kn.PREP_NORM else float32(1.0)
+    inv = _inv_rms(x, t, eps, red) if prep == PREP_NORM else float32(1.0)
     vals = cuda.local.array(QBLOCK, float32)
     for blk in range(cuda.threadIdx.x, cols // QBLOCK, cuda.blockDim.x):
         amax = float32(0.0)
