@@ -1,7 +1,7 @@
 """Where a 512-token prompt's time goes on the GPU: every launch of the prompt path timed on its own with
 CUDA events, summed by kind (matmul by matrix: qkv, wo, gate_up, down, output), then the whole pass timed
-as ggq bench times it; for the old prompt path (float tiles, attention.attend), int8 matmul tiles, and
-int8 tiles with attention_tiles.
+as ggq bench times it; for each of CONFIGS (the old path: float tiles and attention.attend; int8 matmul
+tiles; attention_tiles; both, with each token tile).
 `check`: logits of a 200-token prompt (every position) on random-block copies of the files (bench/cuda_ab.py's
 fill_random) of float tiles + attention_tiles and of int8 tiles + attention_tiles, against the old path
 (float tiles, attention.attend: the one checked against the CPU runtime in bench/RESULTS.md).
@@ -19,6 +19,9 @@ from collections import defaultdict
 import numpy as np
 
 N = 512
+# (int8 matmul tiles, tiled attention, matmul_int tokens a thread): the old path first, the default last
+CONFIGS = ((False, False, "auto"), (True, False, "auto"), (False, True, "auto"), (True, True, "8"),
+           (True, True, "4"), (True, True, "auto"))
 
 
 def _name(backend, launch) -> str:
@@ -39,10 +42,11 @@ def profile(path: str, reps: int = 3) -> list[dict]:
     tf = open_model(path, ctx_size=N + 1, device="cuda")
     ids = np.random.default_rng(0).integers(0, tf.params.n_vocab, N).astype(np.int64)
     out = []
-    for prompt_int, att_tiles in ((False, False), (True, False), (True, True)):
+    for prompt_int, att_tiles, mm_tokens in CONFIGS:
         tf.backend.prompt_int = prompt_int and tf.backend.int_dots
-        tf.backend.att_tiles = att_tiles
-        out.append({"prompt_int": tf.backend.prompt_int, "att_tiles": att_tiles} | _profile_path(tf, ids, path, reps))
+        tf.backend.att_tiles, tf.backend.mm_tokens = att_tiles, mm_tokens
+        out.append({"prompt_int": tf.backend.prompt_int, "att_tiles": att_tiles, "mm_tokens": mm_tokens}
+                   | _profile_path(tf, ids, path, reps))
     return out
 
 

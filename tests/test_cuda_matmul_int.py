@@ -115,3 +115,4 @@ def test_launch_takes_the_narrow_token_tile_where_the_wide_leaves_sms_idle():
     assert mi.kernel(512, 9, 132) is (narrow if 512 // wide[1] * 9 < 264 else wide)
     assert mi.kernel(512, 200, 132) is wide
     assert mi.kernel(1, 9, 132) is wide                  # one token: a narrower tile has no more blocks
+    assert mi.kernel(512, 200, 132, str(mi.NARROW)) is narrow and mi.kernel(512, 9, 132, str(mi.WIDE)) is wide

@@ -84,6 +84,7 @@ class CudaBackend:
         # prompts: matmul_int's int8 tiles where a launch's formats all have an unpacker (GGQ_CUDA_PROMPT_INT=0: off)
         self.prompt_int = (self.int_dots and os.environ.get("GGQ_CUDA_PROMPT_INT", "1") == "1"
                            and (p.n_head * p.head_dim) % mv.QBLOCK == 0)
+        self.mm_tokens = os.environ.get("GGQ_CUDA_MM_TOKENS", "auto")    # matmul_int.kernel's choice
         # matvec_pairs.py: "1" every int launch, "auto" launches with 2+ rows a warp, "0" none
         self.row_pairs = os.environ.get("GGQ_CUDA_ROW_PAIRS", "0")
         # prompt attention: attention_tiles (key tiles shared by a block's queries) or attention.attend
@@ -220,7 +221,7 @@ class CudaBackend:
             w = norm_w if norm_w is not None else self.w.vec["attn_norm"][0]
             quant = Launch(mi.quantize_rows, (n,), mi.QUANT_THREADS, 0,
                            (src, cols, prep, w, self.eps, self.gelu, b.xq, b.xd, b.xs))
-            kernel, tile_tokens = mi.kernel(n, mats.tiles, self.sm_count)
+            kernel, tile_tokens = mi.kernel(n, mats.tiles, self.sm_count, self.mm_tokens)
             return [quant, Launch(kernel, (-(-n // tile_tokens), mats.tiles), mi.THREADS, 0,
                                   (mats.matmul, *mv.matvec_args(self.w.views)[:5], b.xq, b.xd, b.xs, n, out,
                                    accumulate, softcap))]

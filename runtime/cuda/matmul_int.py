@@ -12,11 +12,13 @@ every format in INT_KINDS is unpacked to signed int8 values q with value = a * q
 (Q6_K's sub-block scales; the others repeat one a per 32), b per 32 (Q4_K's -dmin * m; 0 for the others,
 whose offsets are folded into q: Q5_0's q - 16, Q6_K's q - 32 are sign-extended in place).
 
-Tile: TILE_ROWS rows x TILE_TOKENS tokens a block, K in steps of STEP_BLOCKS blocks of 32. A thread sums
-ROWS_PER x TOKENS_PER outputs: rows tx + 16 a (lanes along rows, so the output stores coalesce), tokens
-ty + TY b. Each 16-value half is summed as an int32 in dp4a's accumulator started at MAGIC, the bits of
-the float 1.5 * 2^23: for |s| < 2^22 the word's bits are then the float 1.5 * 2^23 + s exactly, so one
-float subtraction converts it (an int-to-float conversion runs at a quarter of the FMA rate).
+Tile: TILE_ROWS rows x (TY x tokens a thread) tokens a block, K in steps of STEP_BLOCKS blocks of 32. A
+thread sums ROWS_PER x tokens-a-thread outputs: rows tx + 16 a (lanes along rows, so the output stores
+coalesce), tokens ty + TY b. Each block's products (each 16-value half's for Q6_K, whose halves have
+scales of their own) are summed as an int32 in dp4a's accumulator started at MAGIC, the bits of the
+float 1.5 * 2^23: for |s| < 2^22 (32 products are at most 32 * 128 * 127) the word's bits are then the
+float 1.5 * 2^23 + s exactly, so one float subtraction converts it (an int-to-float conversion runs at a
+quarter of the FMA rate).
 """
 from __future__ import annotations
 
@@ -227,6 +229,10 @@ def _make(tokens_per: int):
         row0 = (cuda.blockIdx.y - segs[s, 5]) * TILE_ROWS
         t0 = cuda.blockIdx.x * TILE_TOKENS
         nblk, has_min = segs[s, 2] // QBLOCK, segs[s, 3] == Q4_K
+        # a block's products summed as one int where both halves share a scale (all but Q6_K): one float
+        # conversion and update per block instead of two
+        parts = 2 if segs[s, 3] == Q6_K else 1
+        part_words = 8 // parts
         acc = cuda.local.array((ROWS_PER, TOKENS_PER), float32)
         isum = cuda.local.array((ROWS_PER, TOKENS_PER), int32)
         wr = cuda.local.array(ROWS_PER, int32)
@@ -239,12 +245,12 @@ def _make(tokens_per: int):
             _load_activations(xq, xd, xs, n_tokens, t0, kb0, nblk, xsh, xdsh, xssh, TILE_TOKENS)
             cuda.syncthreads()
             for kb in range(STEP_BLOCKS):
-                for h in range(2):
+                for h in range(parts):
                     for a in range(ROWS_PER):
                         for b in range(TOKENS_PER):
                             isum[a, b] = int32(MAGIC)
-                    for m in range(4):
-                        k = 8 * kb + 4 * h + m
+                    for m in range(part_words):
+                        k = 8 * kb + part_words * h + m
                         for a in range(ROWS_PER):
                             wr[a] = ws[tx + 16 * a, k]
                         for b in range(TOKENS_PER):
@@ -282,9 +288,11 @@ def _make(tokens_per: int):
 _KERNELS = {n: _make(n) for n in (WIDE, NARROW)}
 
 
-def kernel(n_tokens: int, tiles: int, sm_count: int):
+def kernel(n_tokens: int, tiles: int, sm_count: int, choice: str = "auto"):
     """(kernel, token tile) of a launch: the wide tile unless it would leave SMs idle (fewer blocks than
-    2 an SM) and the narrow one would not."""
+    2 an SM) and the narrow one would not; choice "8" or "4" (tokens a thread) forces one."""
+    if choice != "auto":
+        return _KERNELS[int(choice)]
     wide, narrow = _KERNELS[WIDE], _KERNELS[NARROW]
     if -(-n_tokens // wide[1]) * tiles < 2 * sm_count and -(-n_tokens // narrow[1]) > -(-n_tokens // wide[1]):
         return narrow
