@@ -35,7 +35,7 @@ def enabled() -> bool:
 
 # settings read when the kernels compile (runtime/kernels/vecir_isa.py, vecir_tile.py, float_tile.py):
 # Numba's cache key holds the CPU but not these, so each setting gets a cache of its own
-CODEGEN_ENV = ("GGQ_NO_VNNI", "GGQ_NO_MADD", "GGQ_NO_ZMM", "GGQ_NO_SDOT", "GGQ_TILE_ROWS", "GGQ_FLOAT_TILE")
+CODEGEN_ENV = ("GGQ_NO_VNNI", "GGQ_NO_MADD", "GGQ_NO_ZMM", "GGQ_ZMM", "GGQ_NO_SDOT", "GGQ_TILE_ROWS", "GGQ_FLOAT_TILE")
 
 
 # ggq's top-level packages and where they live. An ordinary install puts runtime/ and convert/ inside

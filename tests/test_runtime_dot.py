@@ -4,6 +4,10 @@ Oracles: the gguf package (Q8_0 reference quantizer; dequantize of every weight 
 plain numpy transcriptions of ggml's formulas written here (the x86 Q8_0/Q8_1 quantizers, Q8_1, Q8_K,
 and ggml-cpu's x86 vec_dot float order for the legacy types).
 """
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as GT
@@ -314,3 +318,23 @@ def test_kquant_matvec_follows_ggml_generic_float_order(wtype, chunk, pf):
     out = np.full(w.shape[0], np.nan, np.float32)
     matvec(w, xq.reshape(-1), out, chunk, pf)
     assert np.array_equal(out, sumf)
+
+
+def test_kquant_512_bit_lanes_where_they_are_not_the_default(tmp_path):
+    """On CPUs that run 512-bit integer ops at half width (vecir_isa.HALF_WIDTH_ZMM, e.g. Zen 4) the
+    k-quants run 256-bit lanes; GGQ_ZMM=1 brings the 512-bit ones back. Both must give the ggml generic
+    float order's bits, so the test above runs again in a process of that setting (its own Numba cache)."""
+    from ggq.runtime.kernels import vecir_isa as isa
+    if isa._NAME not in isa.HALF_WIDTH_ZMM:
+        assert isa.HAVE_ZMM == (isa.HAVE_MADD and {"+avx512bw", "+avx512vbmi"} <= isa._FEATURES
+                                and not os.environ.get("GGQ_NO_ZMM"))
+        return  # the default here is the 512-bit form where the CPU has it: the test above covers it
+    assert not isa.HAVE_ZMM
+    env = dict(os.environ, GGQ_ZMM="1", NUMBA_CACHE_DIR=str(tmp_path))
+    probe = ("from ggq.runtime.kernels import vecir_isa as i; assert i.HAVE_ZMM, i.describe()")
+    run = subprocess.run([sys.executable, "-P", "-c", probe], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    run = subprocess.run([sys.executable, "-m", "pytest", "-o", "addopts=", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                          "kquant_matvec_follows_ggml_generic_float_order and not 1024"], env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0 and "6 passed" in run.stdout, run.stdout[-3000:]

@@ -5,7 +5,8 @@ vecir writes every integer dot product in generic LLVM vector IR, which any targ
 replaces part of it only where the CPU that Numba compiles for has the instruction, and computes the
 same integer lanes: every sum is exact, only the grouping of the integer additions differs, so all
 forms give bit-identical results. GGQ_NO_VNNI=1, GGQ_NO_MADD=1, GGQ_NO_SDOT=1 force the generic IR
-(GGQ_NO_ZMM=1 the 256-bit forms) for tests and A/B timing; ggq's default Numba cache keys on them
+(GGQ_NO_ZMM=1 the 256-bit forms, GGQ_ZMM=1 the 512-bit ones where the CPU runs them at half width) for
+tests and A/B timing; ggq's default Numba cache keys on them
 (tune_cache.CODEGEN_ENV), an explicit NUMBA_CACHE_DIR does not: use one per setting.
 
 The IR shorthands at the top are vecir's too (this module is the lower layer, imported only by vecir).
@@ -100,8 +101,15 @@ _NAME, _FEATURES = _target()
 HAVE_VNNI = ({"+avx512vnni", "+avx512vl"} <= _FEATURES or "+avxvnni" in _FEATURES) and not os.environ.get("GGQ_NO_VNNI")
 # pmaddubsw/pmaddwd on 256-bit vectors for the k-quant lanes
 HAVE_MADD = "+avx2" in _FEATURES and not os.environ.get("GGQ_NO_MADD")
+# LLVM target CPUs that run 512-bit integer instructions as two 256-bit halves, where the 512-bit k-quant
+# lanes below lose to the 256-bit ones. Zen 4 (AMD EPYC family 25 model 17, KVM), whole decode steps of
+# the shared model, 1 thread, alternating runs: Q6_K 7.42 / 7.40 ms at 256-bit vs 8.37 / 8.70 at 512-bit,
+# Q4_K_M 8.71 / 8.46 vs 10.96 / 9.19; on Zen 5 (full-width) 512-bit made a Q4_K matvec 18 -> 26 GB/s.
+# GGQ_ZMM=1 uses them there all the same (tests, A/B timing).
+HALF_WIDTH_ZMM = ("znver4",)
 # the same on 512-bit vectors, two 32-value chunks per instruction (vpermb needs AVX512-VBMI)
-HAVE_ZMM = HAVE_MADD and {"+avx512bw", "+avx512vbmi"} <= _FEATURES and not os.environ.get("GGQ_NO_ZMM")
+HAVE_ZMM = (HAVE_MADD and {"+avx512bw", "+avx512vbmi"} <= _FEATURES and not os.environ.get("GGQ_NO_ZMM")
+            and (_NAME not in HALF_WIDTH_ZMM or os.environ.get("GGQ_ZMM") == "1"))
 # the legacy blocks' vpdpbusd on 512-bit vectors, two rows a vector (vecir_pairs; tuned as shapes)
 HAVE_ZMM_VNNI = HAVE_VNNI and {"+avx512vnni", "+avx512bw"} <= _FEATURES and not os.environ.get("GGQ_NO_ZMM")
 # i8 x i8 quads on 128-bit vectors (sdot) for the legacy blocks and the k-quants that map onto them
