@@ -1,7 +1,8 @@
 """Where a 512-token prompt's time goes on the GPU: every launch of the prompt path timed on its own with
 CUDA events, summed by kind (matmul by matrix: qkv, wo, gate_up, down, output), then the whole pass timed
-as ggq bench times it; for each of CONFIGS (the old path: float tiles and attention.attend; int8 matmul
-tiles; attention_tiles; both, with each token tile).
+as ggq bench times it (as one captured graph, and launched kernel by kernel); for each of CONFIGS (the
+old path: float tiles and attention.attend; int8 matmul tiles; attention_tiles; both, with each token
+tile).
 `check`: logits of a 200-token prompt (every position) on random-block copies of the files (bench/cuda_ab.py's
 fill_random) of float tiles + attention_tiles and of int8 tiles + attention_tiles, against the old path
 (float tiles, attention.attend: the one checked against the CPU runtime in bench/RESULTS.md).
@@ -66,14 +67,20 @@ def _profile_path(tf, ids, path: str, reps: int) -> dict:
             b.record(stream)
             b.synchronize()
             times[_name(backend, lc)] += cuda.event_elapsed_time(a, b) / reps
-    walls = []
-    for _ in range(reps + 2):
-        t = time.perf_counter()
-        tf.forward(ids, 0)
-        walls.append(time.perf_counter() - t)
+    walls = {}
+    for graph in (True, False):
+        backend.prompt_graph = graph
+        tf.forward(ids, 0)                                   # (captures the pass the first time)
+        walls[graph] = []
+        for _ in range(reps + 2):
+            t = time.perf_counter()
+            tf.forward(ids, 0)
+            walls[graph].append(time.perf_counter() - t)
+    backend.prompt_graph = True
     total = sum(times.values())
     return {"file": path, "launches": len(launches), "sum_ms": round(total, 3),
-            "pass_ms": round(min(walls) * 1e3, 3), "tok_s": round(N / min(walls)),
+            "pass_ms": round(min(walls[True]) * 1e3, 3), "tok_s": round(N / min(walls[True])),
+            "pass_ms_no_graph": round(min(walls[False]) * 1e3, 3),
             "ms": {k: round(v, 3) for k, v in sorted(times.items(), key=lambda kv: -kv[1])}}
 
 

@@ -29,6 +29,7 @@ from ggq.runtime.cuda.launch import Launch, Replay, run_all
 from ggq.runtime.cuda.upload import DeviceWeights
 
 BATCH = 512                      # prompt tokens per pass
+PROMPT_GRAPHS = 4                # captured prompt passes kept (one per token count and setting)
 
 
 class Buffers:
@@ -92,6 +93,10 @@ class CudaBackend:
         self.sumsq_norms = not p.spec.post_norms   # gemma3's post-norms write x in their own kernel
         self.replay = Replay(self._decode_launches())
         self._captured = False
+        # prompt passes as CUDA graphs too, one per token count (positions and ids are read on the device):
+        # Python launches each of a pass's ~10 kernels a layer at tens of us apiece otherwise
+        self.prompt_graph = os.environ.get("GGQ_CUDA_PROMPT_GRAPH", "1") == "1"
+        self._prompt_graphs: dict = {}
 
     # ---- shared by both paths ------------------------------------------------------------------------
     def _attention_launches(self, i: int, n: int) -> list[Launch]:
@@ -259,6 +264,25 @@ class CudaBackend:
                                  self.softcap)]
         return self._matmul(w.output, b.x, n, b.logits, False, kn.PREP_NORM, v["output_norm"][0], self.softcap)
 
+    def _prompt_pass(self, n: int, stream) -> None:
+        """The prompt launches for n tokens: the first time (per setting) launched one by one, which
+        compiles and loads them, and captured; later replayed as one graph."""
+        if not self.prompt_graph:
+            run_all(self._prompt_launches(n), stream)
+            return
+        key = (n, self.prompt_int, self.att_tiles, self.mm_tokens)
+        replay = self._prompt_graphs.get(key)
+        if replay is not None:
+            replay.run()
+            return
+        replay = Replay(self._prompt_launches(n), share=self.replay)
+        run_all(replay.launches, stream)
+        stream.synchronize()
+        replay.capture()
+        if len(self._prompt_graphs) >= PROMPT_GRAPHS:
+            self._prompt_graphs.pop(next(iter(self._prompt_graphs)))
+        self._prompt_graphs[key] = replay
+
     def forward(self, ids: np.ndarray, pos: int, logits: np.ndarray, all_logits: bool) -> np.ndarray:
         """The prompt `ids` at positions pos.. (BATCH tokens a pass) into logits (host [n or 1, n_vocab])."""
         stream = self.replay.stream
@@ -268,7 +292,7 @@ class CudaBackend:
             self.b.ids[:n].copy_to_device(chunk, stream=stream)
             self.host_state[1] = pos + start
             self.b.state.copy_to_device(self.host_state, stream=stream)
-            run_all(self._prompt_launches(n), stream)
+            self._prompt_pass(n, stream)
             if all_logits or last:
                 run_all(self._logit_launches(n, all_logits), stream)
                 rows = n if all_logits else 1

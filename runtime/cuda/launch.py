@@ -34,11 +34,17 @@ class Replay:
     """The launches on one stream; as a captured graph where possible (call `capture` after a warm-up
     run, so that compiling and module loading stay outside the capture)."""
 
-    def __init__(self, launches: list[Launch]):
+    def __init__(self, launches: list[Launch], share: "Replay | None" = None):
+        """share: another Replay whose stream this one uses (its graph then runs in order with that one's
+        work and with copies made on its stream)."""
         self.launches = launches
         self.graph = None
         self.graph_error = ""
         self._core_stream = None
+        if share is not None:
+            self.stream, self._core_stream, self.graph_error = share.stream, share._core_stream, share.graph_error
+            self._device = getattr(share, "_device", None)
+            return
         self.stream = cuda.stream()
         if config.ENABLE_CUDASIM:
             self.graph_error = "Numba's CUDA simulator has no graphs"
