@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_cuda_kernels import pack, q8_blocks  # sets NUMBA_ENABLE_CUDASIM before numba.cuda is imported
+from test_cuda_kernels import matvec, pack, q8_blocks  # sets NUMBA_ENABLE_CUDASIM before numba.cuda is imported
 
 from numba import cuda  # noqa: E402
 
@@ -116,3 +116,16 @@ def test_launch_takes_the_narrow_token_tile_where_the_wide_leaves_sms_idle():
     assert mi.kernel(512, 200, 132) is wide
     assert mi.kernel(1, 9, 132) is wide                  # one token: a narrower tile has no more blocks
     assert mi.kernel(512, 200, 132, str(mi.NARROW)) is narrow and mi.kernel(512, 9, 132, str(mi.WIDE)) is wide
+
+
+def test_prompt_and_decode_integer_paths_round_alike():
+    """One token through matmul_int and through the decode's matvec_int (matvec.py) over the same four
+    formats in one launch: both round x to the same int8 blocks, so they differ by float summation order."""
+    rng = np.random.default_rng(25)
+    mats = [(t, rng.standard_normal((3, 256)).astype(np.float32)) for t in ("Q4_K", "Q6_K", "Q5_0", "Q8_0")]
+    x = rng.standard_normal((1, 256)).astype(np.float32)
+    got, expected, _ = run(mats, x)
+    views, segs, _ = pack(mats)
+    decoded = matvec(views, segs, 12, x[0], kn.PREP_COPY, int_dots=True)
+    np.testing.assert_allclose(got[0], decoded, rtol=0, atol=1e-5 * np.abs(decoded).max())
+    np.testing.assert_allclose(got[0], expected[0], rtol=0, atol=2e-5 * np.abs(expected).max())
