@@ -33,6 +33,11 @@ MARGIN = 0.03          # a candidate must be this much faster than the current s
 ROUNDS = 3             # interleaved rounds per key; each candidate's best round counts
 MIN_ROUND_S = 0.02     # each timed round runs whole decode steps for at least this long
 WARM_UP_S = 5.0        # at most this long of untimed steps before the first measurement
+# Steps are timed at the spare last position (nothing real is cached there), where attention would read
+# the whole context: at ctx 4096 that was half of a 135M Q4_0 step (8 ms timed vs 4.4 ms a token in
+# tg128), and at the 1.1B shape's 2048 every Q4_K candidate timed 27.0-28.3 ms, the kernels' differences
+# lost under it. So each layer attends over this many positions while tuning, as in a short chat turn.
+TIMING_WINDOW = 128
 KIND, SHAPE, PREFETCH = 3, 4, 5   # columns of the decode step's matrix table (decode._matrix_table)
 PREFETCH_KEY = "prefetch distance"  # the whole step's prefetch distance, cached per model beside the shapes
 
@@ -138,9 +143,29 @@ def _keys_by_size(mats: np.ndarray) -> dict[str, np.ndarray]:
     return {k: np.flatnonzero(keys == k) for k in sorted(total, key=total.get, reverse=True)}
 
 
+class _ShortAttention:
+    """Within: every layer of step attends over at most TIMING_WINDOW positions (its own window if that
+    is shorter); the windows as they were after."""
+
+    def __init__(self, step):
+        self.window = step.rope[2]
+
+    def __enter__(self):
+        self.saved = self.window.copy()
+        self.window[(self.window == 0) | (self.window > TIMING_WINDOW)] = TIMING_WINDOW
+
+    def __exit__(self, *exc):
+        self.window[:] = self.saved
+
+
 def tune(step, threads: int, force: bool = False, progress=None) -> dict:
     """Set step.mats' shape column for this machine: cached choices where there are, measured ones
     (and cached) for the rest, or all measured again with force. Returns {key: choice record}."""
+    with _ShortAttention(step):
+        return _tune(step, threads, force, progress)
+
+
+def _tune(step, threads: int, force: bool, progress) -> dict:
     mats = step.mats
     mats[:, SHAPE] = untuned_shapes(mats)
     mats[:, PREFETCH] = UNTUNED_PREFETCH

@@ -111,3 +111,25 @@ def test_a_machine_that_was_not_steady_chooses_and_caches_nothing(q4_1_gguf, tun
     assert list(shapes) == [UNTUNED[FAMILY[KINDS[k]]] for k in mats[:, 3]]
     section = json.loads(tune_cache.read_text()).get(tune.cpu_id(), {}).get("1", {}) if tune_cache.exists() else {}
     assert not any(key in section for key in (tune.matrix_key(mats, m) for m in range(mats.shape[0])))
+
+
+def test_steps_are_timed_over_a_short_attention_span_and_the_windows_restored(q4_1_gguf, tune_cache, monkeypatch):
+    """The tuner times steps at the spare last position; there each layer attends over at most
+    TIMING_WINDOW positions (the kernels' differences, not a whole context's attention), and the
+    model's own windows (the file says none: no sliding-window layers) are back afterwards."""
+    seen = []
+
+    def record(step, pos):
+        seen.append(step.rope[2].copy())
+        return 0.005
+
+    monkeypatch.setattr(tune, "_time_steps", record)
+    monkeypatch.setattr(tune, "_warm_up", lambda step: None)
+    tf = open_model(q4_1_gguf, ctx_size=1024)
+    try:
+        step = tf.compiled_step()
+        assert seen and all((w == tune.TIMING_WINDOW).all() for w in seen)
+        assert not tf.gguf.metadata.get("llama.attention.sliding_window")
+        assert (step.rope[2] == 0).all()
+    finally:
+        tf.gguf.close()
