@@ -28,10 +28,11 @@ def _matrix_table(weights) -> np.ndarray:
 
 
 def _activation_row(p) -> np.ndarray:
-    """Bytes for one activation row of the widest matrix input in any form the steps quantize to:
+    """Bytes for two activation rows of the widest matrix input in any form the steps quantize to:
     Q8_0/Q8_1 blocks, Q8_K super-blocks, or F16 values (GgmlStep's F16 weights)."""
     widest = max(p.n_embd, p.n_ff, p.n_head * p.head_dim)
-    return np.empty(max(widest // 32 * 36, -(-widest // 256) * 292, 2 * widest), np.uint8)
+    one = max(widest // 32 * 36, -(-widest // 256) * 292, 2 * widest)
+    return np.empty(2 * one, np.uint8)  # the second half: the k-quants' lane-ordered copy (kernels/step.py)
 
 
 def _stack(layers, attr: str, size: int) -> np.ndarray:

@@ -318,6 +318,14 @@ def test_kquant_matvec_follows_ggml_generic_float_order(wtype, chunk, pf):
     out = np.full(w.shape[0], np.nan, np.float32)
     matvec(w, xq.reshape(-1), out, chunk, pf)
     assert np.array_equal(out, sumf)
+    from ggq.runtime.kernels.dot_kquants import lane_order_q8_k
+    from ggq.runtime.kernels.vecir import X_LANES
+    if X_LANES:  # the decode step's form: activations in lane order (vecir.q8_k_lane_order)
+        xl = np.zeros(xq.size, np.uint8)
+        lane_order_q8_k(xq.reshape(-1), xl, xq.shape[0])
+        out[:] = np.nan
+        matvec(w, xl, out, chunk, pf, True)
+        assert np.array_equal(out, sumf)
 
 
 def test_kquant_512_bit_lanes_where_they_are_not_the_default(tmp_path):
@@ -338,3 +346,29 @@ def test_kquant_512_bit_lanes_where_they_are_not_the_default(tmp_path):
                           "kquant_matvec_follows_ggml_generic_float_order and not 1024"], env=env,
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0 and "6 passed" in run.stdout, run.stdout[-3000:]
+
+
+@pytest.mark.parametrize("wtype", KQUANTS)
+def test_kquant_matvec_on_lane_ordered_activations_gives_the_same_bits(wtype):
+    """The decode step hands the k-quant kernels their activations with each 32-quant chunk permuted so
+    that values l, l+8, l+16, l+24 (ggml's lane l) sit together (vecir.q8_k_lane_order, where the x86
+    forms take them so): the permuted bytes against numpy's permutation of the Q8_K block, and the
+    matvec's bits against the same matvec on the activations as quantized (itself checked above)."""
+    from ggq.runtime.kernels.dot_kquants import lane_order_q8_k
+    from ggq.runtime.kernels.vecir import X_LANES
+    _, matvec, _ = dot_kernels(wtype)
+    n = 1536
+    w = _weights(wtype, 37, n)
+    xq = quantize_activations(_activations(n), "Q8_K").reshape(-1)
+    xl = np.zeros_like(xq)
+    lane_order_q8_k(xq, xl, n // 256)
+    blocks, lanes = xq.reshape(-1, 292), xl.reshape(-1, 292)
+    order = [l + 8 * j for l in range(8) for j in range(4)]
+    quants = blocks[:, 4:260].reshape(-1, 8, 32)[:, :, order].reshape(-1, 256)
+    assert np.array_equal(lanes[:, 4:260], quants)
+    assert np.array_equal(lanes[:, :4], blocks[:, :4]) and np.array_equal(lanes[:, 260:], blocks[:, 260:])
+    want = np.full(w.shape[0], np.nan, np.float32)
+    matvec(w, xq, want)
+    got = np.full(w.shape[0], np.nan, np.float32)
+    matvec(w, xl if X_LANES else xq, got, 16, 0, True)
+    assert np.array_equal(got, want)

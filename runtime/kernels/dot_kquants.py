@@ -10,6 +10,8 @@ output equals that scalar C code compiled without FP contraction. matmat (prompt
 vecir_tile.GROUP rows (16 or 8) once and runs them against 4 tokens at a time, one row per vector lane
 (vecir_tile): exact integer sums per super-block, its own float order (within float32 rounding of
 matvec's).
+matvec(..., lanes=True) takes xq with each 32-quant chunk in lane order (vecir.q8_k_lane_order, done
+once per matvec by the decode step where vecir.X_LANES: the x86 forms), else as quantized.
 Rows are processed in chunks (matvec's `chunk`: rows per parallel work item, chosen per matrix by the
 tuner, shapes.py; any value gives the same bits); the 8 float lane sums live on each chunk's stack
 (vecir.lane_sums), so the kernels allocate nothing.
@@ -23,11 +25,19 @@ from numba import njit, prange
 from ggq.runtime.kernels import vecir_tile as vt
 from ggq.runtime.kernels.shapes import UNTUNED
 from ggq.runtime.kernels.vecir_tile import GROUP
-from ggq.runtime.kernels.vecir import block_q2_k, block_q3_k, block_q4_k, block_q5_k, block_q6_k, lane_sums
+from ggq.runtime.kernels.vecir import (block_q2_k, block_q2_k_lx, block_q3_k, block_q3_k_lx, block_q4_k, block_q4_k_lx,
+                                      block_q5_k, block_q5_k_lx, block_q6_k, block_q6_k_lx, lane_sums, q8_k_lane_order)
 
 F32 = np.float32
 CHUNK = UNTUNED["kquant"]  # rows per parallel work item, unless the tuner chose another (shapes.py)
 GROUPS_PER_ITEM = 2  # prompts: row groups per parallel work item (one scratch allocation each)
+
+
+@njit(cache=True)
+def lane_order_q8_k(xq, out, nsb):
+    """out = the first nsb Q8_K blocks of xq with their quants in lane order (what matvec(..., lanes=True)
+    takes; vecir.q8_k_lane_order), for callers outside compiled code."""
+    q8_k_lane_order(xq, out, nsb)
 
 
 @njit(inline="always", cache=True)
@@ -38,52 +48,67 @@ def _finish(sumf, sums):
 
 
 @njit(inline="always", cache=True)
-def _row_q2_k(wr, xr, sums, pf):
+def _row_q2_k(wr, xr, sums, pf, lanes=None):
     for l in range(8):
         sums[l] = 0.0
     sumf = F32(0.0)
     for i in range(wr.shape[0] // 84):
-        sumf = block_q2_k(wr, i * 84, xr, i * 292, sums, sumf, pf)
+        if lanes is None:
+            sumf = block_q2_k(wr, i * 84, xr, i * 292, sums, sumf, pf)
+        else:  # xr's quants in lane order (vecir.q8_k_lane_order); Numba compiles one branch per call form
+            sumf = block_q2_k_lx(wr, i * 84, xr, i * 292, sums, sumf, pf)
     return sumf
 
 
 @njit(inline="always", cache=True)
-def _row_q3_k(wr, xr, sums, pf):
+def _row_q3_k(wr, xr, sums, pf, lanes=None):
     for l in range(8):
         sums[l] = 0.0
     sumf = F32(0.0)
     for i in range(wr.shape[0] // 110):
-        sumf = block_q3_k(wr, i * 110, xr, i * 292, sums, sumf, pf)
+        if lanes is None:
+            sumf = block_q3_k(wr, i * 110, xr, i * 292, sums, sumf, pf)
+        else:  # xr's quants in lane order (vecir.q8_k_lane_order); Numba compiles one branch per call form
+            sumf = block_q3_k_lx(wr, i * 110, xr, i * 292, sums, sumf, pf)
     return _finish(sumf, sums)
 
 
 @njit(inline="always", cache=True)
-def _row_q4_k(wr, xr, sums, pf):
+def _row_q4_k(wr, xr, sums, pf, lanes=None):
     for l in range(8):
         sums[l] = 0.0
     sumf = F32(0.0)
     for i in range(wr.shape[0] // 144):
-        sumf = block_q4_k(wr, i * 144, xr, i * 292, sums, sumf, pf)
+        if lanes is None:
+            sumf = block_q4_k(wr, i * 144, xr, i * 292, sums, sumf, pf)
+        else:  # xr's quants in lane order (vecir.q8_k_lane_order); Numba compiles one branch per call form
+            sumf = block_q4_k_lx(wr, i * 144, xr, i * 292, sums, sumf, pf)
     return _finish(sumf, sums)
 
 
 @njit(inline="always", cache=True)
-def _row_q5_k(wr, xr, sums, pf):
+def _row_q5_k(wr, xr, sums, pf, lanes=None):
     for l in range(8):
         sums[l] = 0.0
     sumf = F32(0.0)
     for i in range(wr.shape[0] // 176):
-        sumf = block_q5_k(wr, i * 176, xr, i * 292, sums, sumf, pf)
+        if lanes is None:
+            sumf = block_q5_k(wr, i * 176, xr, i * 292, sums, sumf, pf)
+        else:  # xr's quants in lane order (vecir.q8_k_lane_order); Numba compiles one branch per call form
+            sumf = block_q5_k_lx(wr, i * 176, xr, i * 292, sums, sumf, pf)
     return _finish(sumf, sums)
 
 
 @njit(inline="always", cache=True)
-def _row_q6_k(wr, xr, sums, pf):
+def _row_q6_k(wr, xr, sums, pf, lanes=None):
     for l in range(8):
         sums[l] = 0.0
     sumf = F32(0.0)
     for i in range(wr.shape[0] // 210):
-        sumf = block_q6_k(wr, i * 210, xr, i * 292, sums, sumf, pf)
+        if lanes is None:
+            sumf = block_q6_k(wr, i * 210, xr, i * 292, sums, sumf, pf)
+        else:  # xr's quants in lane order (vecir.q8_k_lane_order); Numba compiles one branch per call form
+            sumf = block_q6_k_lx(wr, i * 210, xr, i * 292, sums, sumf, pf)
     return _finish(sumf, sums)
 
 
@@ -97,12 +122,12 @@ def _scratch(nsb, n_sub):
 # One matvec/matmat pair per type; written out because cached Numba closures over a row function
 # would share one cache entry.
 @njit(parallel=True, cache=True)
-def matvec_q2_k(w, xq, out, chunk=CHUNK, pf=0):
+def matvec_q2_k(w, xq, out, chunk=CHUNK, pf=0, lanes=None):
     chunk = max(chunk, 1)
     for c in prange((w.shape[0] + chunk - 1) // chunk):
         sums = lane_sums()
         for r in range(c * chunk, min(w.shape[0], (c + 1) * chunk)):
-            out[r] = _row_q2_k(w[r], xq, sums, pf)
+            out[r] = _row_q2_k(w[r], xq, sums, pf, lanes)
 
 
 @njit(parallel=True, cache=True)
@@ -124,12 +149,12 @@ def matmat_q2_k(w, xq, out):
 
 
 @njit(parallel=True, cache=True)
-def matvec_q3_k(w, xq, out, chunk=CHUNK, pf=0):
+def matvec_q3_k(w, xq, out, chunk=CHUNK, pf=0, lanes=None):
     chunk = max(chunk, 1)
     for c in prange((w.shape[0] + chunk - 1) // chunk):
         sums = lane_sums()
         for r in range(c * chunk, min(w.shape[0], (c + 1) * chunk)):
-            out[r] = _row_q3_k(w[r], xq, sums, pf)
+            out[r] = _row_q3_k(w[r], xq, sums, pf, lanes)
 
 
 @njit(parallel=True, cache=True)
@@ -151,12 +176,12 @@ def matmat_q3_k(w, xq, out):
 
 
 @njit(parallel=True, cache=True)
-def matvec_q4_k(w, xq, out, chunk=CHUNK, pf=0):
+def matvec_q4_k(w, xq, out, chunk=CHUNK, pf=0, lanes=None):
     chunk = max(chunk, 1)
     for c in prange((w.shape[0] + chunk - 1) // chunk):
         sums = lane_sums()
         for r in range(c * chunk, min(w.shape[0], (c + 1) * chunk)):
-            out[r] = _row_q4_k(w[r], xq, sums, pf)
+            out[r] = _row_q4_k(w[r], xq, sums, pf, lanes)
 
 
 @njit(parallel=True, cache=True)
@@ -178,12 +203,12 @@ def matmat_q4_k(w, xq, out):
 
 
 @njit(parallel=True, cache=True)
-def matvec_q5_k(w, xq, out, chunk=CHUNK, pf=0):
+def matvec_q5_k(w, xq, out, chunk=CHUNK, pf=0, lanes=None):
     chunk = max(chunk, 1)
     for c in prange((w.shape[0] + chunk - 1) // chunk):
         sums = lane_sums()
         for r in range(c * chunk, min(w.shape[0], (c + 1) * chunk)):
-            out[r] = _row_q5_k(w[r], xq, sums, pf)
+            out[r] = _row_q5_k(w[r], xq, sums, pf, lanes)
 
 
 @njit(parallel=True, cache=True)
@@ -205,12 +230,12 @@ def matmat_q5_k(w, xq, out):
 
 
 @njit(parallel=True, cache=True)
-def matvec_q6_k(w, xq, out, chunk=CHUNK, pf=0):
+def matvec_q6_k(w, xq, out, chunk=CHUNK, pf=0, lanes=None):
     chunk = max(chunk, 1)
     for c in prange((w.shape[0] + chunk - 1) // chunk):
         sums = lane_sums()
         for r in range(c * chunk, min(w.shape[0], (c + 1) * chunk)):
-            out[r] = _row_q6_k(w[r], xq, sums, pf)
+            out[r] = _row_q6_k(w[r], xq, sums, pf, lanes)
 
 
 @njit(parallel=True, cache=True)

@@ -22,7 +22,11 @@ from ggq.runtime.kernels import kquants as kq
 from ggq.runtime.kernels import legacy as lg
 from ggq.runtime.kernels.actquant import quantize_q8_0, quantize_q8_1, quantize_q8_k
 from ggq.runtime.kernels.nn import attention, gelu_tanh_mul, rmsnorm, rope, silu_mul, softcap
+from ggq.runtime.kernels.vecir import X_LANES, q8_k_lane_order
 
+# k-quant activations in lane order (vecir.q8_k_lane_order) in the second half of the activation row
+# buffer, once per matvec, where the kernels take them so (the x86 forms); None: as quantized
+K_LANES = True if X_LANES else None
 KINDS = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
 (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) = range(len(KINDS))
 ROLES = ("wq", "wk", "wv", "wo", "ffn_gate", "ffn_up", "ffn_down")
@@ -81,10 +85,14 @@ def _matvec_int_dot(kind, shape, pf, w, x, out, xq, q4_0, q4_1, q5_0, q5_1, q8_0
     """Activations quantized to the weight's vec_dot_type, then integer dots in its native blocks, in
     the kernel shape and prefetch distance chosen for this matrix (shapes.py, runtime/tune.py)."""
     x2, q2 = x.reshape((1, x.shape[0])), xq.reshape((1, xq.shape[0]))
+    xk = xq  # the k-quants' activations
     if kind == Q4_1 or kind == Q5_1:
         quantize_q8_1(x2, q2)
     elif kind >= Q2_K:
         quantize_q8_k(x2, q2)
+        if K_LANES is not None:
+            xk = xq[xq.shape[0] // 2:]
+            q8_k_lane_order(xq, xk, x.shape[0] // 256)
     else:
         quantize_q8_0(x2, q2)
     if q4_0 is not None:  # pruned where None
@@ -109,23 +117,23 @@ def _matvec_int_dot(kind, shape, pf, w, x, out, xq, q4_0, q4_1, q5_0, q5_1, q8_0
             return
     if q2_k is not None:  # pruned where None
         if kind == Q2_K:
-            dk.matvec_q2_k(w, xq, out, shape, pf)
+            dk.matvec_q2_k(w, xk, out, shape, pf, K_LANES)
             return
     if q3_k is not None:  # pruned where None
         if kind == Q3_K:
-            dk.matvec_q3_k(w, xq, out, shape, pf)
+            dk.matvec_q3_k(w, xk, out, shape, pf, K_LANES)
             return
     if q4_k is not None:  # pruned where None
         if kind == Q4_K:
-            dk.matvec_q4_k(w, xq, out, shape, pf)
+            dk.matvec_q4_k(w, xk, out, shape, pf, K_LANES)
             return
     if q5_k is not None:  # pruned where None
         if kind == Q5_K:
-            dk.matvec_q5_k(w, xq, out, shape, pf)
+            dk.matvec_q5_k(w, xk, out, shape, pf, K_LANES)
             return
     if q6_k is not None:  # pruned where None
         if kind == Q6_K:
-            dk.matvec_q6_k(w, xq, out, shape, pf)
+            dk.matvec_q6_k(w, xk, out, shape, pf, K_LANES)
             return
 
 

@@ -367,16 +367,18 @@ def _add_lanes(builder, sums_p, d, lanes):
     builder.store(new, ptr, align=4)
 
 
-def _lanes(builder, kind, wp, xq, scales):
+def _lanes(builder, kind, wp, xq, scales, x_lanes=False):
     """ggml's aux32[8] of the super-block at wp against the Q8_K quants at xq (Q2_K, whose lanes are only
-    summed into isum, may get any vector with that sum)."""
+    summed into isum, may get any vector with that sum); x_lanes: xq's chunks are in isa._LANE_PAIRS
+    order already (q8_k_lane_order; only where isa.X_LANE_ORDER)."""
     offset = K_OFFSET[kind]
     chunks = {"q2_k": _chunks_q2_k, "q3_k": _chunks_q3_k, "q6_k": _chunks_q6_k}.get(kind)
     chunks = chunks(builder, wp) if chunks else _chunks_q45_k(builder, wp, kind == "q5_k")
+    assert isa.X_LANE_ORDER or not x_lanes
     if isa.HAVE_ZMM:
-        return isa.scaled_lanes_zmm(builder, chunks, offset, xq, scales)
+        return isa.scaled_lanes_zmm(builder, chunks, offset, xq, scales, x_lanes)
     if isa.HAVE_MADD:
-        return isa.scaled_lanes_madd(builder, chunks, offset, xq, scales)
+        return isa.scaled_lanes_madd(builder, chunks, offset, xq, scales, x_lanes)
     if offset:
         chunks = [builder.sub(c, _splat(I8, 32, offset)) for c in chunks]
     if isa.HAVE_SDOT and kind == "q2_k":
@@ -395,9 +397,10 @@ def lane_sums(typingctx):
     return types.CPointer(types.float32)(), codegen
 
 
-def _superblock(kind):
+def _superblock(kind, x_lanes=False):
     """Intrinsic (w, wo, x, xo, sums, sumf) -> float32: one super-block at w[wo] dotted with the Q8_K
-    block at x[xo], as one iteration of ggml_vec_dot_<kind>_q8_K_generic: updates the 8 float lane
+    block at x[xo] (x_lanes: its quants in lane order, q8_k_lane_order),
+    as one iteration of ggml_vec_dot_<kind>_q8_K_generic: updates the 8 float lane
     sums in sums[0:8] (a float32 array or lane_sums() pointer; Q2_K leaves it alone) and returns sumf with this block's scalar
     term (Q2_K: dall * isum - dmin * summs; Q4_K/Q5_K: - dmin * sumi) applied."""
     def typer(typingctx, w, wo, x, xo, sums, sumf, pf):
@@ -419,7 +422,7 @@ def _superblock(kind):
             if kind == "q2_k":
                 scale_bytes = _bytes(builder, wp, 16)
                 scales = builder.zext(builder.and_(scale_bytes, _splat(I8, 16, 15)), _vec(I32, 16))
-                isum = _reduce_add(builder, _lanes(builder, kind, wp, xq, scales))
+                isum = _reduce_add(builder, _lanes(builder, kind, wp, xq, scales, x_lanes))
                 summs = _bsums_dot(builder, xp, builder.zext(builder.lshr(scale_bytes, _splat(I8, 16, 4)),
                                                              _vec(I32, 16)))
                 dall = builder.fmul(yd, _half_at(builder, wp, 80))
@@ -435,7 +438,7 @@ def _superblock(kind):
                 scales, mins = _scales_k4(builder, wp)
                 d_at = 0
             _add_lanes(builder, sums_p, builder.fmul(_half_at(builder, wp, d_at), yd),
-                       _lanes(builder, kind, wp, xq, scales))
+                       _lanes(builder, kind, wp, xq, scales, x_lanes))
             if kind in ("q4_k", "q5_k"):
                 sumi = _bsums_dot(builder, xp, _shuffle(builder, mins, [j // 2 for j in range(16)]))
                 dmin = builder.fmul(_half_at(builder, wp, 2), yd)
@@ -450,3 +453,32 @@ block_q3_k = _superblock("q3_k")
 block_q4_k = _superblock("q4_k")
 block_q5_k = _superblock("q5_k")
 block_q6_k = _superblock("q6_k")
+# the same against activations in lane order (q8_k_lane_order), where isa.X_LANE_ORDER; else the above
+X_LANES = isa.X_LANE_ORDER
+block_q2_k_lx, block_q3_k_lx, block_q4_k_lx, block_q5_k_lx, block_q6_k_lx = (
+    (_superblock(k, True) for k in ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k")) if X_LANES
+    else (block_q2_k, block_q3_k, block_q4_k, block_q5_k, block_q6_k))
+
+
+@intrinsic
+def q8_k_lane_order(typingctx, src, dst, nsb):
+    """dst = the nsb Q8_K blocks of src (292 bytes: d, 256 quants, 16 bsums), each 32-quant chunk's
+    bytes in isa._LANE_PAIRS order (d and bsums as they are): what the x_lanes super-blocks read."""
+    if not _i8_arrays(src, dst):
+        return None
+
+    def codegen(context, builder, sig, args):
+        sp = _ptr(context, builder, sig.args[0], args[0], ir.Constant(args[2].type, 0))
+        dp = _ptr(context, builder, sig.args[1], args[1], ir.Constant(args[2].type, 0))
+        with cgutils.for_range(builder, args[2]) as loop:
+            at = builder.mul(loop.index, ir.Constant(loop.index.type, 292))
+            s, d = builder.gep(sp, [at]), builder.gep(dp, [at])
+            for part, n in ((0, 4), (260, 32)):
+                v = _bytes(builder, s, n, part)
+                builder.store(v, builder.bitcast(builder.gep(d, [ir.Constant(I32, part)]), v.type.as_pointer()), align=1)
+            for c in range(8):
+                v = _shuffle(builder, _bytes(builder, s, 32, 4 + 32 * c), isa._LANE_PAIRS)
+                builder.store(v, builder.bitcast(builder.gep(d, [ir.Constant(I32, 4 + 32 * c)]),
+                                                 v.type.as_pointer()), align=1)
+        return context.get_dummy_value()
+    return types.none(src, dst, types.intp), codegen

@@ -168,7 +168,20 @@ def quads_sdot(builder, a, x):
 _LANE_PAIRS = [e for l in range(8) for e in (l, l + 8, l + 16, l + 24)]
 
 
-def scaled_lanes_madd(builder, chunks, offset, xp, scales):
+# The x86 forms below pair a chunk's values in _LANE_PAIRS order, the activations too. Those are the same
+# for every weight row of a matvec, so the decode step puts them in that order once per matvec
+# (vecir.q8_k_lane_order) and the rows take them as they are (x_lanes=True): one permute fewer per 32
+# values and row.
+X_LANE_ORDER = HAVE_MADD
+
+
+def _x_chunk(builder, xp, c, n, order, x_lanes):
+    """n activation bytes of chunks c.. at xp, in order (or as stored where already in lane order)."""
+    x = _bytes(builder, xp, n, 32 * c)
+    return x if x_lanes else builder.shuffle_vector(x, _vec_undef(I8, n), order)
+
+
+def scaled_lanes_madd(builder, chunks, offset, xp, scales, x_lanes=False):
     """vecir._scaled_lanes with x86's pmaddubsw (u8 x i8 -> i16 pair sums) and pmaddwd (i16 x scale,
     pairs summed to i32). A pair (values l, l+8 or l+16, l+24) lies in one 16-value group, so per-16
     scales apply too. chunks hold the unsigned stored values, ggml's value being stored - offset, so
@@ -179,7 +192,7 @@ def scaled_lanes_madd(builder, chunks, offset, xp, scales):
     s16 = builder.trunc(scales, _vec(I16, scales.type.count))
     terms, terms_x = [], []
     for c, a in enumerate(chunks):
-        x = builder.shuffle_vector(_bytes(builder, xp, 32, 32 * c), _vec_undef(I8, 32), order)
+        x = _x_chunk(builder, xp, c, 32, order, x_lanes)
         a = builder.shuffle_vector(a, _vec_undef(I8, 32), order)
         idx = [2 * c, 2 * c + 1] * 8 if per16 else [c] * 16
         sc = builder.shuffle_vector(s16, s16, ir.Constant(_vec(I32, 16), idx))
@@ -194,7 +207,7 @@ def scaled_lanes_madd(builder, chunks, offset, xp, scales):
     return acc
 
 
-def scaled_lanes_zmm(builder, chunks, offset, xp, scales):
+def scaled_lanes_zmm(builder, chunks, offset, xp, scales, x_lanes=False):
     """scaled_lanes_madd on 512-bit vectors: chunks 2k and 2k+1 side by side in one vector, so each
     permute, pmaddubsw and pmaddwd does two chunks' work; the 16 lanes (chunk 2k's lanes 0-7, then
     2k+1's) are folded to 8 at the end. Half the instructions per super-block: Q4_K decode on Zen 5
@@ -204,7 +217,7 @@ def scaled_lanes_zmm(builder, chunks, offset, xp, scales):
     s16 = builder.trunc(scales, _vec(I16, scales.type.count))
     terms, terms_x = [], []
     for c in range(0, len(chunks), 2):
-        x = builder.shuffle_vector(_bytes(builder, xp, 64, 32 * c), _vec_undef(I8, 64), order)
+        x = _x_chunk(builder, xp, c, 64, order, x_lanes)
         a = builder.shuffle_vector(chunks[c], chunks[c + 1], order)
         idx = [2 * c, 2 * c + 1] * 8 + [2 * c + 2, 2 * c + 3] * 8 if per16 else [c] * 16 + [c + 1] * 16
         sc = builder.shuffle_vector(s16, s16, ir.Constant(_vec(I32, 32), idx))
