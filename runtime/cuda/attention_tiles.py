@@ -27,15 +27,60 @@ KT_PAD = KT + 1
 MAX_HEAD_DIM = 96                       # q, k and v tiles in 48 KB of static shared memory
 
 
+device = cuda.jit(device=True, inline=True)
+
+
+@device
+def _load_kv(k_cache, v_cache, kv, k0, last_pos, ks, vs):
+    """Positions k0 .. k0 + KT - 1 of kv head kv into ks / vs (clamped to last_pos: never past the cache
+    written so far; the scores mask them)."""
+    hd = ks.shape[1] - 1
+    for e in range(cuda.threadIdx.x, KT * hd, THREADS):
+        r, d = e // hd, e % hd
+        j = min(k0 + r, last_pos)
+        ks[r, d] = k_cache[kv, j, d]
+        vs[r, d] = v_cache[kv, j, d]
+
+
+@device
+def _scores(qs, ks, qi, part, k0, lo, p, sc):
+    """sc[m] = q . k of key part + 4 m of the tile (-inf outside lo..p); returns their max."""
+    for m in range(KEYS_PER):
+        sc[m] = float32(0.0)
+    for d in range(ks.shape[1] - 1):
+        q = qs[qi, d]
+        for m in range(KEYS_PER):
+            sc[m] += q * ks[part + 4 * m, d]
+    best = float32(-np.inf)
+    for m in range(KEYS_PER):
+        j = k0 + part + 4 * m
+        if j < lo or j > p:
+            sc[m] = float32(-np.inf)
+        best = max(best, sc[m])
+    return best
+
+
+@device
+def _add_values(ps, vs, qi, part, c, acc):
+    """acc[i] = acc[i] * c + sum over the tile's keys of p * v[:, part + 4 i]."""
+    hd = vs.shape[1] - 1
+    for i in range(acc.shape[0]):
+        d = min(part + 4 * i, hd - 1)
+        a = acc[i] * c
+        for key in range(KT):
+            a += ps[qi, key] * vs[key, d]
+        acc[i] = a
+
+
 def _make(hd: int):
     HD, PAD = hd, hd + 1
     DIMS_PER = -(-hd // 4)
 
     @cuda.jit
     def attend_tiles(qkv, k_cache, v_cache, state, window, n_tokens, out):
-        """out[t, head] = softmax(q . K) V for the queries t0..t0 + QT - 1 < n_tokens (t0 = blockIdx.x * QT) of head
-        blockIdx.y at positions state[1] + t, over the cached positions up to each query's own (the last
-        `window` if window > 0)."""
+        """out[t, head] = softmax(q . K) V for the queries t0..t0 + QT - 1 < n_tokens (t0 = blockIdx.x *
+        QT) of head blockIdx.y at positions state[1] + t, over the cached positions up to each query's own
+        (the last `window` if window > 0)."""
         qs = cuda.shared.array((QT, PAD), float32)
         ks = cuda.shared.array((KT, PAD), float32)
         vs = cuda.shared.array((KT, PAD), float32)
@@ -59,25 +104,9 @@ def _make(hd: int):
         first = max(0, pos0 + t0 - window + 1) if window > 0 else 0
         for k0 in range(first - first % KT, pos0 + last_t + 1, KT):
             cuda.syncthreads()                  # the previous tile's ks, vs and ps are consumed
-            for e in range(tid, KT * HD, THREADS):
-                r, d = e // HD, e % HD
-                j = min(k0 + r, pos0 + last_t)
-                ks[r, d] = k_cache[kv, j, d]
-                vs[r, d] = v_cache[kv, j, d]
+            _load_kv(k_cache, v_cache, kv, k0, pos0 + last_t, ks, vs)
             cuda.syncthreads()
-            for m in range(KEYS_PER):
-                sc[m] = float32(0.0)
-            for d in range(HD):
-                q = qs[qi, d]
-                for m in range(KEYS_PER):
-                    sc[m] += q * ks[part + 4 * m, d]
-            best = float32(-np.inf)
-            for m in range(KEYS_PER):
-                j = k0 + part + 4 * m
-                if j < lo or j > p:
-                    sc[m] = float32(-np.inf)
-                best = max(best, sc[m])
-            part_max[qi, part] = best
+            part_max[qi, part] = _scores(qs, ks, qi, part, k0, lo, p, sc)
             cuda.syncthreads()
             best = max(max(run_max, max(part_max[qi, 0], part_max[qi, 1])), max(part_max[qi, 2], part_max[qi, 3]))
             c = float32(math.exp(run_max - best)) if best > float32(-np.inf) else float32(1.0)
@@ -88,12 +117,7 @@ def _make(hd: int):
                 total += e
             run_max, run_sum = best, total
             cuda.syncthreads()
-            for i in range(DIMS_PER):
-                d = min(part + 4 * i, HD - 1)
-                a = acc[i] * c
-                for key in range(KT):
-                    a += ps[qi, key] * vs[key, d]
-                acc[i] = a
+            _add_values(ps, vs, qi, part, c, acc)
         part_max[qi, part] = run_sum               # (after the last barrier: part_max is free)
         cuda.syncthreads()
         t = t0 + qi

@@ -209,6 +209,52 @@ def _load_activations(xq, xd, xs, n_tokens, t0, kb0, nblk, xsh, xdsh, xssh, tile
         xssh[t, kb] = xs[t0 + t, kb0 + kb] if ok else float32(0.0)
 
 
+@device
+def _multiply_step(ws, wa, wb, xsh, xdsh, xssh, tx, ty, parts, part_words, has_min, acc, isum, wr, xr):
+    """acc += this thread's products of one step's tiles (see the module docstring): per block of 32,
+    `parts` int sums of part_words words each (2 for Q6_K's two scales, else 1), converted and scaled."""
+    tokens_per = xr.shape[0]
+    for kb in range(STEP_BLOCKS):
+        for h in range(parts):
+            for a in range(ROWS_PER):
+                for b in range(tokens_per):
+                    isum[a, b] = int32(MAGIC)
+            for m in range(part_words):
+                k = 8 * kb + part_words * h + m
+                for a in range(ROWS_PER):
+                    wr[a] = ws[tx + 16 * a, k]
+                for b in range(tokens_per):
+                    xr[b] = xsh[ty + TY * b, k]
+                for a in range(ROWS_PER):
+                    for b in range(tokens_per):
+                        isum[a, b] = dp4a(wr[a], xr[b], isum[a, b])
+            for a in range(ROWS_PER):
+                wah = wa[tx + 16 * a, 2 * kb + h]
+                for b in range(tokens_per):
+                    f = _as_float(isum[a, b]) - float32(MAGIC_F)
+                    acc[a, b] += wah * (xdsh[ty + TY * b, kb] * f)
+        if has_min:
+            for a in range(ROWS_PER):
+                wba = wb[tx + 16 * a, kb]
+                for b in range(tokens_per):
+                    acc[a, b] += wba * xssh[ty + TY * b, kb]
+
+
+@device
+def _store_tile(acc, out, rows, o0, row0, t0, tx, ty, n_tokens, accumulate, softcap):
+    for b in range(acc.shape[1]):
+        t = t0 + ty + TY * b
+        for a in range(ROWS_PER):
+            r = row0 + tx + 16 * a
+            if r < rows and t < n_tokens:
+                v = acc[a, b]
+                if accumulate:
+                    v += out[t, o0 + r]
+                if softcap > 0.0:
+                    v = float32(softcap * math.tanh(v / softcap))
+                out[t, o0 + r] = v
+
+
 def _make(tokens_per: int):
     TOKENS_PER = tokens_per
     TILE_TOKENS = TY * tokens_per
@@ -223,8 +269,7 @@ def _make(tokens_per: int):
         xsh = cuda.shared.array((TILE_TOKENS, PAD_WORDS), int32)
         xdsh = cuda.shared.array((TILE_TOKENS, STEP_BLOCKS), float32)
         xssh = cuda.shared.array((TILE_TOKENS, STEP_BLOCKS), float32)
-        tid = cuda.threadIdx.x
-        tx, ty = tid % 16, tid // 16
+        tx, ty = cuda.threadIdx.x % 16, cuda.threadIdx.x // 16
         s = _find_tile_segment(segs, cuda.blockIdx.y)
         row0 = (cuda.blockIdx.y - segs[s, 5]) * TILE_ROWS
         t0 = cuda.blockIdx.x * TILE_TOKENS
@@ -232,7 +277,6 @@ def _make(tokens_per: int):
         # a block's products summed as one int where both halves share a scale (all but Q6_K): one float
         # conversion and update per block instead of two
         parts = 2 if segs[s, 3] == Q6_K else 1
-        part_words = 8 // parts
         acc = cuda.local.array((ROWS_PER, TOKENS_PER), float32)
         isum = cuda.local.array((ROWS_PER, TOKENS_PER), int32)
         wr = cuda.local.array(ROWS_PER, int32)
@@ -244,43 +288,9 @@ def _make(tokens_per: int):
             _load_weights(segs, s, u8, i8, u16, u32, f16, row0, kb0, ws, wa, wb)
             _load_activations(xq, xd, xs, n_tokens, t0, kb0, nblk, xsh, xdsh, xssh, TILE_TOKENS)
             cuda.syncthreads()
-            for kb in range(STEP_BLOCKS):
-                for h in range(parts):
-                    for a in range(ROWS_PER):
-                        for b in range(TOKENS_PER):
-                            isum[a, b] = int32(MAGIC)
-                    for m in range(part_words):
-                        k = 8 * kb + part_words * h + m
-                        for a in range(ROWS_PER):
-                            wr[a] = ws[tx + 16 * a, k]
-                        for b in range(TOKENS_PER):
-                            xr[b] = xsh[ty + TY * b, k]
-                        for a in range(ROWS_PER):
-                            for b in range(TOKENS_PER):
-                                isum[a, b] = dp4a(wr[a], xr[b], isum[a, b])
-                    for a in range(ROWS_PER):
-                        wah = wa[tx + 16 * a, 2 * kb + h]
-                        for b in range(TOKENS_PER):
-                            f = _as_float(isum[a, b]) - float32(MAGIC_F)
-                            acc[a, b] += wah * (xdsh[ty + TY * b, kb] * f)
-                if has_min:
-                    for a in range(ROWS_PER):
-                        wba = wb[tx + 16 * a, kb]
-                        for b in range(TOKENS_PER):
-                            acc[a, b] += wba * xssh[ty + TY * b, kb]
+            _multiply_step(ws, wa, wb, xsh, xdsh, xssh, tx, ty, parts, 8 // parts, has_min, acc, isum, wr, xr)
             cuda.syncthreads()
-        rows, o0 = segs[s, 1], segs[s, 4]
-        for b in range(TOKENS_PER):
-            t = t0 + ty + TY * b
-            for a in range(ROWS_PER):
-                r = row0 + tx + 16 * a
-                if r < rows and t < n_tokens:
-                    v = acc[a, b]
-                    if accumulate:
-                        v += out[t, o0 + r]
-                    if softcap > 0.0:
-                        v = float32(softcap * math.tanh(v / softcap))
-                    out[t, o0 + r] = v
+        _store_tile(acc, out, segs[s, 1], segs[s, 4], row0, t0, tx, ty, n_tokens, accumulate, softcap)
 
     return matmul_int, TILE_TOKENS
 
