@@ -58,15 +58,17 @@ class Statistics(InputStatistics):
         for layer, rows in self._chunk.items():
             x = np.concatenate(rows)
             if x.shape[0] >= 16:  # as InputStatistics, generation-sized runs are not collected
-                grams = self._layer_grams(layer, x)
                 name = f"blk.{layer}.attn_v.weight"
-                self.value_grams[name] = self.value_grams.get(name, 0) + grams
+                if name not in self.value_grams:
+                    self.value_grams[name] = np.zeros((self._tf.params.n_head_kv, x.shape[1], x.shape[1]))
+                self._add_layer_grams(layer, x, self.value_grams[name])
         self._chunk.clear()
 
     def _weight(self, name: str) -> np.ndarray:
         return self._source.raw(name).view(np.float32)  # [rows, cols], loaded once by SourceModel
 
-    def _layer_grams(self, layer: int, x: np.ndarray) -> np.ndarray:
+    def _add_layer_grams(self, layer: int, x: np.ndarray, out: np.ndarray) -> None:
+        """Add the chunk's Xᵀ (Σ_h P_hᵀ P_h) X of each kv head g to out[g] (float64)."""
         from ggq.runtime.kernels.nn import rope
         tf, p = self._tf, self._tf.params
         n, hd = x.shape[0], p.head_dim
@@ -80,7 +82,6 @@ class Statistics(InputStatistics):
         if tf.window[layer]:
             hidden |= t[None, :] <= t[:, None] - tf.window[layer]
         per_kv = p.n_head // p.n_head_kv
-        out = np.zeros((p.n_head_kv, x.shape[1], x.shape[1]), np.float64)
         for g in range(p.n_head_kv):
             weights = np.zeros((n, n), np.float32)  # Σ_h P_hᵀ P_h over the query heads reading kv head g
             for h in range(g * per_kv, (g + 1) * per_kv):
@@ -89,8 +90,7 @@ class Statistics(InputStatistics):
                 probs /= probs.sum(axis=1, keepdims=True)
                 weights += probs.T @ probs
             # float32 BLAS for one chunk, as InputStatistics' XᵀX; the chunks sum in float64
-            out[g] = x.T @ (weights @ x)
-        return out
+            np.add(out[g], x.T @ (weights @ x), out=out[g])
 
     def row_grams(self, weight_name: str) -> list[tuple[int, int, np.ndarray]] | None:
         """[(first row, end row, H)] for a weight whose row groups see different Hessians (attn_v: one

@@ -118,6 +118,13 @@ def _bar(quiet: bool, desc: str = "calibration", unit: str = "chunk") -> _Bar | 
     return None if quiet or not sys.stderr.isatty() else _Bar(desc, unit)
 
 
+def by_layer(quant: QuantOptions, budget) -> bool:
+    """Whether the convert collects its statistics one layer at a time (convert/layerwise.py): a
+    calibration text run in this convert, with no budget (whose sensitivities run the whole model)."""
+    return (quant is not None and budget is None and quant.calibration is not None
+            and quant.statistics is None and quant.chosen != "rtn")
+
+
 def prepare(quant: QuantOptions, ckpt, quiet: bool = False, collected=None):
     """(encode(name, values, qtype) -> bytes, extra metadata) for the chosen method; `collected`: what
     statistics() returned, when the caller already ran the calibration (convert/allocate.py)."""
@@ -126,6 +133,13 @@ def prepare(quant: QuantOptions, ckpt, quiet: bool = False, collected=None):
     if method == "rtn":
         return plain_encode, {}
     imatrix, stats, metadata = collected or statistics(quant, ckpt, quiet)
+    return encoder(method, imatrix, stats), metadata
+
+
+def encoder(method: str, imatrix, stats):
+    """encode(name, values, qtype) -> the tensor's blocks, by `method` with these statistics (Imatrix,
+    InputStatistics or None)."""
+    from ggq.convert.pipeline import plain_encode
 
     def encode(name, values, qt):
         from ggq.quants import quantize
@@ -136,7 +150,7 @@ def prepare(quant: QuantOptions, ckpt, quiet: bool = False, collected=None):
             return _gptq(name, values, qt, stats, importance if method == "gptq-imatrix" else None)
         return quantize(values, qt, importance)
 
-    return encode, metadata
+    return encode
 
 
 def _gptq(name: str, values, qt, stats, importance):

@@ -7,6 +7,7 @@ norm shift, embedding trim) as the small part of GGUFFile's interface that the r
 """
 from __future__ import annotations
 
+import mmap
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -43,6 +44,55 @@ class SourceModel:
 
     def close(self) -> None:
         self._loaded.clear()
+
+
+def _private_anonymous(size: int) -> mmap.mmap:
+    """Zero pages of memory that MADV_DONTNEED gives back (Python's mmap(-1) is shared, whose pages
+    the system keeps)."""
+    private = getattr(mmap, "MAP_PRIVATE", None)
+    if private is None:  # not POSIX
+        return mmap.mmap(-1, max(size, 1))
+    return mmap.mmap(-1, max(size, 1), flags=private | mmap.MAP_ANONYMOUS)
+
+
+class LazySourceModel(SourceModel):
+    """A SourceModel whose matrices hold memory only while loaded (convert/layerwise.py): each is an
+    anonymous mapping, zero pages until fill(name) copies the checkpoint's float32 values in, given back
+    to the system by release(name). The views the runtime takes when a Transformer is built stay valid
+    throughout. Vectors (norms, biases) are small and loaded at once, as SourceModel does."""
+
+    def __init__(self, metadata: dict, sources: Sequence, name: str = "<checkpoint>"):
+        super().__init__(metadata, sources, name)
+        self._maps: dict[str, mmap.mmap] = {}
+
+    def raw(self, name: str) -> np.ndarray:
+        shape = self.tensors[name].shape
+        if len(shape) < 2 or name in self._loaded:
+            return super().raw(name)
+        self._maps[name] = buf = _private_anonymous(self.tensors[name].nbytes)
+        self._loaded[name] = np.frombuffer(buf, np.uint8).reshape(*shape[:-1], 4 * shape[-1])
+        return self._loaded[name]
+
+    def values(self, name: str) -> np.ndarray:
+        """The matrix's float32 values as the runtime sees them (zeros unless filled)."""
+        return self.raw(name).view(np.float32).reshape(self.tensors[name].shape)
+
+    def fill(self, name: str) -> None:
+        self.values(name)[...] = self._sources[name].load()
+
+    def release(self, name: str) -> None:
+        """Zero the matrix and give its pages back (MADV_DONTNEED on a private anonymous mapping)."""
+        buf = self._maps.get(name)
+        if buf is None:
+            return
+        if hasattr(mmap, "MADV_DONTNEED"):
+            buf.madvise(mmap.MADV_DONTNEED)
+        else:  # no way to return the pages here: at least the values do not survive
+            self.values(name)[...] = 0
+
+    def close(self) -> None:
+        super().close()
+        self._maps.clear()
 
 
 def calibrate(metadata: dict, sources: Sequence, text: str, n_ctx: int = 512, n_chunks: int = -1,

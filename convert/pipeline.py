@@ -82,11 +82,15 @@ def plain_encode(name: str, values: np.ndarray, qt) -> np.ndarray:
     return values if qt.name == "F32" else quantize(values, qt)
 
 
-def _encoded(sources: Sequence[SourceTensor], specs: Sequence[TensorSpec], encode=None):
+def _encoded(sources: Sequence[SourceTensor], specs: Sequence[TensorSpec], encode=None, ready=None):
     """Each tensor's bytes in its planned type, produced only when the writer asks for it.
-    `encode(name, values, qtype)` turns values into the type's bytes (default plain_encode)."""
+    `encode(name, values, qtype)` turns values into the type's bytes (default plain_encode);
+    `ready[name]()` gives the bytes of a tensor encoded before the writing began (convert/layerwise.py)."""
     encode = encode or plain_encode
     for source, spec in zip(sources, specs):
+        if ready and spec.name in ready:
+            yield ready[spec.name]()
+            continue
         values = source.load()
         if values.shape != spec.shape:
             raise GGQError(f"tensor '{spec.name}' has shape {values.shape}, planned {spec.shape}")
@@ -95,15 +99,17 @@ def _encoded(sources: Sequence[SourceTensor], specs: Sequence[TensorSpec], encod
 
 
 def write_model(path: Path, metadata: dict, sources: Sequence[SourceTensor], specs: Sequence[TensorSpec],
-                quiet: bool = False, encode=None) -> None:
-    """Stream the tensors into `path` (atomically: a temp file renamed when complete)."""
+                quiet: bool = False, encode=None, ready=None) -> None:
+    """Stream the tensors into `path` (atomically: a temp file renamed when complete); `encode` and
+    `ready` as _encoded takes them."""
     from tqdm import tqdm
     from ggq.gguf_write import write_gguf
     total_bytes, _ = plan_summary(specs)
     show = not quiet and sys.stderr.isatty()
     with tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, disable=not show,
               file=sys.stderr, desc=Path(path).name, dynamic_ncols=True) as bar:
-        write_gguf(path, metadata, specs, _encoded(sources, specs, encode), progress=lambda spec: bar.update(spec.nbytes))
+        write_gguf(path, metadata, specs, _encoded(sources, specs, encode, ready),
+                   progress=lambda spec: bar.update(spec.nbytes))
 
 
 def check_output_path(path: Path) -> None:
@@ -279,6 +285,11 @@ def convert(src: str, ftype: str, outfile: str | None = None, revision: str | No
         plan = describe_plan(specs)
     if dry_run:
         return ConvertResult(None, specs, plan)
+    from ggq.convert.calibrated import by_layer
+    if by_layer(quant, budget):
+        from ggq.convert.layerwise import write_by_layer
+        write_by_layer(out, metadata, ckpt, specs, quant, quiet)
+        return ConvertResult(out, specs, plan)
     encode = None
     if quant is not None:
         from ggq.convert.calibrated import prepare

@@ -49,8 +49,8 @@ class InputStatistics:
             if key not in self.grams:
                 self.grams[key] = np.zeros((x.shape[1], x.shape[1]), np.float64)
             # one batch's XᵀX in float32 BLAS (2x faster than float64; a few hundred rows lose nothing that
-            # matters), summed over batches in float64
-            self.grams[key] += (x.T @ x).astype(np.float64)
+            # matters), summed over batches in float64 (widened as it is added: no float64 copy of it)
+            np.add(self.grams[key], x.T @ x, out=self.grams[key])
 
     def gram(self, weight_name: str) -> np.ndarray | None:
         """XᵀX of the weight's calibration inputs, or None (not collected, or not a block weight)."""
