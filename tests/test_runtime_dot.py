@@ -342,7 +342,7 @@ def test_kquant_512_bit_lanes_where_they_are_not_the_default(tmp_path):
     probe = ("from ggq.runtime.kernels import vecir_isa as i; assert i.HAVE_ZMM, i.describe()")
     run = subprocess.run([sys.executable, "-P", "-c", probe], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
-    run = subprocess.run([sys.executable, "-m", "pytest", "-o", "addopts=", "-q", "-p", "no:cacheprovider", __file__, "-k",
+    run = subprocess.run([sys.executable, "-P", "-m", "pytest", "-o", "addopts=", "-q", "-p", "no:cacheprovider", __file__, "-k",
                           "kquant_matvec_follows_ggml_generic_float_order and not 1024"], env=env,
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0 and "6 passed" in run.stdout, run.stdout[-3000:]

@@ -29,7 +29,7 @@ def _spin_after_open(path, mode: str, user: str | None = None, kernel_first: boo
     env["GGQ_PROBE_BEFORE_KERNEL"] = "1" if kernel_first else "0"
     if user is not None:
         env["GOMP_SPINCOUNT"] = user
-    out = subprocess.run([sys.executable, "-c", PROBE, str(path), mode], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-P", "-c", PROBE, str(path), mode], env=env, capture_output=True,
                          text=True, check=True)
     return out.stdout.split()[-1]
 
